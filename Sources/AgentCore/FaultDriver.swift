@@ -1,0 +1,55 @@
+import AgentAPI
+
+/// Who is asking for a fault.
+public struct FaultContext: Sendable {
+    /// `unix:root`, `unix:alice`, later a certificate identity.
+    public var owner: String
+    /// The caller's process (SO_PEERCRED), so selectors never match the caller or its ancestors.
+    public var callerPID: Int32?
+
+    public init(owner: String, callerPID: Int32? = nil) {
+        self.owner = owner
+        self.callerPID = callerPID
+    }
+}
+
+/// A fault spec resolved against this host, ready to be journaled and then applied.
+public struct PreparedFault: Sendable, Equatable {
+    /// What the user sees as the resolved target.
+    public var target: JSONValue
+    /// Everything `revert` needs, journaled before `apply` runs: it must let a fresh process (after a crash) undo
+    /// whatever part of the fault was applied.
+    public var plan: JSONValue
+    /// Exclusive claims on host objects (for example `process:4242:123456`); two active faults never share one.
+    public var claims: [String]
+
+    public init(target: JSONValue, plan: JSONValue, claims: [String]) {
+        self.target = target
+        self.plan = plan
+        self.claims = claims
+    }
+}
+
+/// One fault kind. The lease engine calls these; a driver knows its OS mechanism and nothing about leases.
+///
+/// Contract:
+/// - `prepare` validates the spec and resolves it; it changes nothing on the host. It throws `AgentError` (400 for a
+///   bad spec naming the field, 422 for policy refusals, 409 never: the engine checks claims).
+/// - `apply` makes the fault real and verifies it against the kernel before returning. If it throws, the engine
+///   calls `revert` with the same plan to undo any partial effect.
+/// - `revert` is idempotent and must succeed when the fault is already gone (or was never applied).
+/// - `sustain` runs for the life of an active fault (for faults that act repeatedly) and is cancelled at revert.
+public protocol FaultDriver: Sendable {
+    var kind: String { get }
+    /// Whether this kind can work on this host, and if not, why.
+    func availability() -> KindAvailability
+    func prepare(spec: JSONValue, context: FaultContext) throws -> PreparedFault
+    /// Returns an updated target/plan when applying learned something revert needs, or nil.
+    func apply(plan: JSONValue) async throws -> PreparedFault?
+    func revert(plan: JSONValue) async throws
+    func sustain(plan: JSONValue) async
+}
+
+extension FaultDriver {
+    public func sustain(plan: JSONValue) async {}
+}

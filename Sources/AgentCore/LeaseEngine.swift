@@ -1,0 +1,559 @@
+import AgentAPI
+import Foundation
+import Logging
+
+/// Policy the engine enforces on every lease.
+public struct LeasePolicy: Sendable {
+    public var maxTTL: Duration
+    public var minTTL: Duration
+    /// Ended faults stay listed this long (and at most `keepEnded` of them).
+    public var keepEndedFor: Duration
+    public var keepEnded: Int
+
+    public init(
+        maxTTL: Duration = .seconds(3600), minTTL: Duration = .milliseconds(100),
+        keepEndedFor: Duration = .seconds(900), keepEnded: Int = 1000
+    ) {
+        self.maxTTL = maxTTL
+        self.minTTL = minTTL
+        self.keepEndedFor = keepEndedFor
+        self.keepEnded = keepEnded
+    }
+}
+
+/// What start-up reconciliation (or `reap`) did.
+public struct RecoveryReport: Sendable {
+    public var reverted: [FaultObject] = []
+    /// Faults that could not be reverted yet; they stay listed as `reverting` and are retried.
+    public var stillPending: [FaultObject] = []
+    public var journalBadLines = 0
+    public var journalBadBytes = 0
+    public var isClean: Bool { stillPending.isEmpty }
+}
+
+/// The lease table: every fault exists only as a lease with a deadline. One actor owns all mutable lease state; a
+/// single deadline-ordered scheduler (one sleeping task armed for the earliest deadline, never a poll loop and never a
+/// timer per lease) reverts leases when they expire and retries failed reverts with backoff.
+public actor LeaseEngine {
+    private struct Lease {
+        var id: String
+        var kind: String
+        var spec: JSONValue
+        var target: JSONValue
+        var plan: JSONValue
+        var claims: [String]
+        var owner: String
+        var labels: [String: String]
+        var createdAt: Date
+        var expiresAt: Date
+        var ttl: String
+        var state: FaultState
+        var error: String?
+        var revertedAt: Date?
+        var revertAttempts = 0
+
+        var object: FaultObject {
+            FaultObject(
+                id: id, kind: kind, spec: spec, target: target, state: state, createdAt: createdAt,
+                expiresAt: expiresAt, revertedAt: revertedAt, owner: owner, labels: labels, error: error, ttl: ttl,
+                revertAttempts: revertAttempts)
+        }
+    }
+
+    private let drivers: [String: any FaultDriver]
+    private let journal: Journal
+    private let clock: any AgentClock
+    private let logger: Logger
+    public nonisolated let policy: LeasePolicy
+
+    private var leases: [String: Lease] = [:]
+    private var order: [String] = []
+    private var claimHolders: [String: String] = [:]
+    private var queue = DeadlineQueue()
+    private var timer: Task<Void, Never>?
+    private var timerDeadline: Date?
+    private var sustainers: [String: Task<Void, Never>] = [:]
+    private var reverts: [String: Task<FaultObject, Never>] = [:]
+    private var accepting = false
+    private var eventSeq: UInt64 = 0
+    private var eventBuffer: [FaultEvent] = []
+    private var subscribers: [UUID: AsyncStream<FaultEvent>.Continuation] = [:]
+    private static let eventBufferSize = 1024
+
+    public init(
+        drivers: [any FaultDriver], journal: Journal, policy: LeasePolicy, clock: any AgentClock = SystemClock(),
+        logger: Logger = Logger(label: "chaos-agent.leases")
+    ) {
+        var byKind: [String: any FaultDriver] = [:]
+        for d in drivers { byKind[d.kind] = d }
+        self.drivers = byKind
+        self.journal = journal
+        self.policy = policy
+        self.clock = clock
+        self.logger = logger
+    }
+
+    // MARK: - Start-up and shutdown
+
+    /// Reads the journal and reverts every lease not marked reverted, then starts accepting requests.
+    /// Leases whose revert fails stay listed as `reverting` and are retried with backoff.
+    public func recover(accept: Bool = true) async -> RecoveryReport {
+        var report = RecoveryReport()
+        let replay: JournalReplay
+        do {
+            replay = try journal.replay()
+        } catch {
+            logger.critical("journal unreadable", metadata: ["error": "\(error)", "path": "\(journal.path)"])
+            replay = JournalReplay(leases: [], goodRecords: 0, badLines: 0, badBytes: 0, orphanRecords: 0)
+        }
+        report.journalBadLines = replay.badLines
+        report.journalBadBytes = replay.badBytes
+        if replay.badLines > 0 {
+            logger.error(
+                "journal had torn or corrupt lines; kept every good record",
+                metadata: [
+                    "event": "journal-repair", "badLines": "\(replay.badLines)", "badBytes": "\(replay.badBytes)",
+                    "goodRecords": "\(replay.goodRecords)",
+                ])
+        }
+        for j in replay.unreverted {
+            var lease = Lease(
+                id: j.id, kind: j.kind, spec: j.spec, target: j.target, plan: j.plan, claims: j.claims,
+                owner: j.owner, labels: j.labels, createdAt: j.createdAt, expiresAt: j.expiresAt, ttl: j.ttl,
+                state: .reverting, error: nil)
+            insert(lease)
+            var outcome = await performRevert(j.id, reason: "recovered")
+            // A couple of quick retries before giving up on a clean start; the scheduler keeps retrying after.
+            for delay in [0.05, 0.2] where outcome.state != .reverted {
+                try? await Task.sleep(for: .seconds(delay))
+                outcome = await performRevert(j.id, reason: "recovered")
+            }
+            lease = leases[j.id] ?? lease
+            if outcome.state == .reverted { report.reverted.append(outcome) } else { report.stillPending.append(outcome) }
+        }
+        do { try journal.compact() } catch { logger.error("journal compaction failed", metadata: ["error": "\(error)"]) }
+        accepting = accept
+        rearm()
+        return report
+    }
+
+    /// Stops accepting new faults and reverts every fault. Returns those that could not be reverted.
+    public func shutdown(retryFor: Duration = .seconds(10)) async -> [FaultObject] {
+        accepting = false
+        _ = await revertAll(reason: "shutdown")
+        let start = ContinuousClock.now
+        var delay = 0.1
+        while ContinuousClock.now - start < retryFor {
+            let pending = leases.values.filter { !$0.state.isFinal }.map(\.id)
+            if pending.isEmpty { break }
+            try? await Task.sleep(for: .seconds(delay))
+            for id in pending { _ = await startRevert(id, reason: "shutdown").value }
+            delay = min(delay * 2, 2)
+        }
+        timer?.cancel()
+        timer = nil
+        for c in subscribers.values { c.finish() }
+        subscribers.removeAll()
+        return leases.values.filter { !$0.state.isFinal }.map(\.object)
+    }
+
+    public var isAccepting: Bool { accepting }
+
+    /// Answers while the actor is responsive; the systemd watchdog ping depends on it.
+    public func ping() -> Int { leases.values.filter { !$0.state.isFinal }.count }
+
+    // MARK: - API operations
+
+    public func kinds() -> [KindAvailability] {
+        drivers.keys.sorted().map { drivers[$0]!.availability() }
+    }
+
+    public func create(_ request: FaultRequest, context: FaultContext) async throws -> FaultObject {
+        guard accepting else { throw AgentError.notReady("the agent is not accepting faults (starting up or shutting down)") }
+        guard !request.kind.isEmpty else { throw AgentError.badRequest("kind is empty", field: "kind") }
+        guard let driver = drivers[request.kind] else {
+            throw AgentError.badRequest(
+                "unknown fault kind '\(request.kind)'; known kinds: \(drivers.keys.sorted().joined(separator: ", "))",
+                field: "kind")
+        }
+        let availability = driver.availability()
+        guard availability.available else {
+            throw AgentError.unsupported(
+                "fault kind '\(request.kind)' cannot work on this host: \(availability.reason ?? "unavailable")")
+        }
+        let ttl = try parseTTL(request.ttl)
+        if request.heartbeat != nil {
+            throw AgentError.unsupported("heartbeat leases arrive with the remote-control release; use ttl and renew")
+        }
+        let labels = request.labels ?? [:]
+        try validate(labels: labels)
+        guard case .object = request.spec else { throw AgentError.badRequest("spec must be a JSON object", field: "spec") }
+
+        let prepared = try driver.prepare(spec: request.spec, context: context)
+        for claim in prepared.claims {
+            if let holder = claimHolders[claim] {
+                throw AgentError.conflict(
+                    "\(describe(claim: claim)) is already held by fault \(holder); revert it first or wait for it to end")
+            }
+        }
+
+        let id = Self.newID()
+        let now = clock.now()
+        var lease = Lease(
+            id: id, kind: request.kind, spec: request.spec, target: prepared.target, plan: prepared.plan,
+            claims: prepared.claims, owner: context.owner, labels: labels, createdAt: now,
+            expiresAt: now.addingTimeInterval(ttl.seconds), ttl: request.ttl, state: .applying, error: nil)
+
+        var intent = JournalRecord(type: .intent, id: id, at: now)
+        intent.kind = lease.kind
+        intent.spec = lease.spec
+        intent.target = lease.target
+        intent.plan = lease.plan
+        intent.claims = lease.claims
+        intent.owner = lease.owner
+        intent.labels = labels
+        intent.createdAt = now
+        intent.expiresAt = lease.expiresAt
+        intent.ttl = lease.ttl
+        intent.state = .applying
+        do {
+            try journal.append(intent)
+        } catch {
+            logger.error("journal write failed; fault not applied", metadata: ["error": "\(error)"])
+            throw AgentError.failed("cannot write the journal, so the fault was not applied: \(error)")
+        }
+        insert(lease)
+
+        do {
+            if let updated = try await driver.apply(plan: lease.plan) {
+                lease = leases[id] ?? lease
+                lease.plan = updated.plan
+                lease.target = updated.target
+                leases[id] = lease
+                var r = JournalRecord(type: .plan, id: id, at: clock.now())
+                r.plan = updated.plan
+                r.target = updated.target
+                journalBestEffort(r)
+            }
+        } catch {
+            let reason = (error as? AgentError)?.message ?? "\(error)"
+            lease = leases[id] ?? lease
+            lease.error = reason
+            leases[id] = lease
+            let rolledBack = await performRevert(id, reason: "apply-failed", finalState: .failed, failure: reason)
+            logger.warning(
+                "apply failed",
+                metadata: [
+                    "event": "apply", "lease": "\(id)", "kind": "\(lease.kind)", "owner": "\(lease.owner)",
+                    "outcome": "failed", "error": "\(reason)", "rollback": "\(rolledBack.state.rawValue)",
+                ])
+            if var agentError = error as? AgentError {
+                if rolledBack.state != .failed { agentError.message += " (rollback still pending: \(rolledBack.error ?? ""))" }
+                throw agentError
+            }
+            throw AgentError.failed(
+                "the fault could not be applied: \(reason)"
+                    + (rolledBack.state == .failed ? "" : "; rolling back is still being retried"))
+        }
+
+        lease = leases[id] ?? lease
+        lease.state = .active
+        leases[id] = lease
+        var active = JournalRecord(type: .state, id: id, at: clock.now())
+        active.state = .active
+        journalBestEffort(active)
+        queue.schedule(id, at: lease.expiresAt)
+        rearm()
+        let plan = lease.plan
+        sustainers[id] = Task { await driver.sustain(plan: plan) }
+        emit(.applied, lease.object)
+        logger.info(
+            "fault applied",
+            metadata: [
+                "event": "apply", "lease": "\(id)", "kind": "\(lease.kind)", "owner": "\(lease.owner)",
+                "outcome": "active", "ttl": "\(lease.ttl)", "expiresAt": "\(RFC3339.format(lease.expiresAt))",
+                "target": "\(Self.compactJSON(lease.target))",
+            ])
+        prune()
+        return lease.object
+    }
+
+    public func list() -> [FaultObject] {
+        prune()
+        return order.compactMap { leases[$0]?.object }
+    }
+
+    public func get(_ id: String) throws -> FaultObject {
+        guard let lease = leases[id] else { throw AgentError.notFound("no fault with id '\(id)'") }
+        return lease.object
+    }
+
+    public func renew(_ id: String, ttl ttlText: String, owner: String) throws -> FaultObject {
+        guard var lease = leases[id] else { throw AgentError.notFound("no fault with id '\(id)'") }
+        guard lease.state == .active else {
+            throw AgentError.conflict("fault \(id) is \(lease.state.rawValue), only an active fault can be renewed")
+        }
+        let ttl = try parseTTL(ttlText)
+        let now = clock.now()
+        lease.expiresAt = now.addingTimeInterval(ttl.seconds)
+        lease.ttl = ttlText
+        var r = JournalRecord(type: .renew, id: id, at: now)
+        r.expiresAt = lease.expiresAt
+        r.ttl = ttlText
+        try appendOrFail(r)
+        leases[id] = lease
+        queue.schedule(id, at: lease.expiresAt)
+        rearm()
+        emit(.renewed, lease.object)
+        logger.info(
+            "fault renewed",
+            metadata: [
+                "event": "renew", "lease": "\(id)", "kind": "\(lease.kind)", "owner": "\(owner)", "outcome": "active",
+                "ttl": "\(ttlText)", "expiresAt": "\(RFC3339.format(lease.expiresAt))",
+            ])
+        return lease.object
+    }
+
+    /// Reverts one fault now. Idempotent: an ended fault is returned as it is.
+    public func revert(_ id: String, by owner: String) async throws -> FaultObject {
+        guard let lease = leases[id] else { throw AgentError.notFound("no fault with id '\(id)'") }
+        if lease.state.isFinal { return lease.object }
+        if lease.state == .applying {
+            throw AgentError.conflict("fault \(id) is still being applied; try again in a moment")
+        }
+        return await startRevert(id, reason: "revoked by \(owner)").value
+    }
+
+    /// Reverts every fault that is not over yet.
+    public func revertAll(reason: String) async -> [FaultObject] {
+        let ids = order.filter { id in leases[id].map { $0.state == .active || $0.state == .reverting } ?? false }
+        let tasks = ids.map { startRevert($0, reason: reason) }
+        var out: [FaultObject] = []
+        for t in tasks { out.append(await t.value) }
+        return out
+    }
+
+    /// Lifecycle events after `seq` (buffered ones first), then live ones until the stream is dropped.
+    public func events(after seq: UInt64?) -> AsyncStream<FaultEvent> {
+        let (stream, continuation) = AsyncStream<FaultEvent>.makeStream(bufferingPolicy: .bufferingNewest(4096))
+        if let seq {
+            for e in eventBuffer where e.seq > seq { continuation.yield(e) }
+        }
+        let key = UUID()
+        subscribers[key] = continuation
+        continuation.onTermination = { [weak self] _ in
+            Task { await self?.unsubscribe(key) }
+        }
+        return stream
+    }
+
+    // MARK: - Scheduler (test hooks are internal-visible through these two)
+
+    /// The deadline the single scheduler task is armed for, if any.
+    public var armedDeadline: Date? { timerDeadline }
+
+    /// Reverts every lease whose deadline has passed (and retries due failed reverts). The scheduler calls this when
+    /// it wakes; tests with a manual clock call it directly.
+    public func fireDue() async {
+        timer = nil
+        timerDeadline = nil
+        let due = queue.popDue(now: clock.now())
+        for id in due {
+            guard let lease = leases[id] else { continue }
+            switch lease.state {
+            case .active: _ = startRevert(id, reason: "expired")
+            case .reverting: _ = startRevert(id, reason: "retry")
+            default: break
+            }
+        }
+        rearm()
+    }
+
+    /// Waits until every revert now in flight has finished (tests and shutdown use it).
+    public func settle() async {
+        while let t = reverts.values.first { _ = await t.value }
+    }
+
+    private func rearm() {
+        guard let next = queue.peek() else {
+            timer?.cancel()
+            timer = nil
+            timerDeadline = nil
+            return
+        }
+        if timer != nil, timerDeadline == next.deadline { return }
+        timer?.cancel()
+        timerDeadline = next.deadline
+        let clock = self.clock
+        let deadline = next.deadline
+        timer = Task { [weak self] in
+            do { try await clock.sleep(until: deadline) } catch { return }
+            await self?.fireDue()
+        }
+    }
+
+    // MARK: - Revert
+
+    private func startRevert(_ id: String, reason: String) -> Task<FaultObject, Never> {
+        if let t = reverts[id] { return t }
+        let t = Task { await self.performRevert(id, reason: reason) }
+        reverts[id] = t
+        return t
+    }
+
+    /// Reverts a lease through its driver. On failure the lease stays `reverting` and a retry is scheduled with
+    /// exponential backoff (100 ms doubling to 30 s): a fault is never dropped while any of it may remain.
+    private func performRevert(
+        _ id: String, reason: String, finalState: FaultState = .reverted, failure: String? = nil
+    ) async -> FaultObject {
+        defer { reverts[id] = nil }
+        guard var lease = leases[id] else {
+            return FaultObject(
+                id: id, kind: "", spec: .null, target: .null, state: .reverted, createdAt: clock.now(),
+                expiresAt: clock.now(), revertedAt: nil, owner: "", labels: [:], error: nil, ttl: "")
+        }
+        if lease.state.isFinal { return lease.object }
+        sustainers.removeValue(forKey: id)?.cancel()
+        queue.remove(id)
+        if lease.state != .reverting {
+            lease.state = .reverting
+            leases[id] = lease
+            var r = JournalRecord(type: .state, id: id, at: clock.now())
+            r.state = .reverting
+            journalBestEffort(r)
+        }
+        do {
+            guard let driver = drivers[lease.kind] else {
+                throw AgentError.failed("this agent has no driver for kind '\(lease.kind)' to revert it with")
+            }
+            try await driver.revert(plan: lease.plan)
+        } catch {
+            lease = leases[id] ?? lease
+            lease.revertAttempts += 1
+            lease.error = "revert failed (attempt \(lease.revertAttempts)): \((error as? AgentError)?.message ?? "\(error)")"
+            leases[id] = lease
+            let backoff = min(0.1 * pow(2, Double(min(lease.revertAttempts - 1, 10))), 30)
+            queue.schedule(id, at: clock.now().addingTimeInterval(backoff))
+            rearm()
+            emit(.revertFailed, lease.object)
+            logger.error(
+                "revert failed; retrying",
+                metadata: [
+                    "event": "revert", "lease": "\(id)", "kind": "\(lease.kind)", "owner": "\(lease.owner)",
+                    "outcome": "retrying", "reason": "\(reason)", "attempt": "\(lease.revertAttempts)",
+                    "retryIn": "\(backoff)s", "error": "\(lease.error ?? "")",
+                ])
+            return lease.object
+        }
+        lease = leases[id] ?? lease
+        let now = clock.now()
+        lease.state = finalState
+        lease.revertedAt = now
+        lease.error = failure
+        leases[id] = lease
+        for c in lease.claims where claimHolders[c] == id { claimHolders.removeValue(forKey: c) }
+        var r = JournalRecord(type: .state, id: id, at: now)
+        r.state = finalState
+        r.error = failure
+        journalBestEffort(r)
+        if finalState == .reverted {
+            emit(.reverted, lease.object)
+            let lagMs = (now.timeIntervalSince(lease.expiresAt) * 1000)
+            logger.info(
+                "fault reverted",
+                metadata: [
+                    "event": "revert", "lease": "\(id)", "kind": "\(lease.kind)", "owner": "\(lease.owner)",
+                    "outcome": "reverted", "reason": "\(reason)",
+                    "lagMs": "\(reason == "expired" ? String(format: "%.3f", lagMs) : "-")",
+                ])
+        } else {
+            emit(.failed, lease.object)
+        }
+        return lease.object
+    }
+
+    // MARK: - Helpers
+
+    private func insert(_ lease: Lease) {
+        if leases[lease.id] == nil { order.append(lease.id) }
+        leases[lease.id] = lease
+        for c in lease.claims { claimHolders[c] = lease.id }
+    }
+
+    private func parseTTL(_ text: String) throws -> Duration {
+        guard !text.isEmpty else { throw AgentError.badRequest("ttl is required (for example \"30s\")", field: "ttl") }
+        guard let ttl = Units.parseDuration(text) else {
+            throw AgentError.badRequest(
+                "ttl '\(text)' is not a duration; use a number with a unit: 250ms, 30s, 5m, 1h", field: "ttl")
+        }
+        guard ttl >= policy.minTTL else {
+            throw AgentError.badRequest(
+                "ttl \(text) is shorter than the minimum \(Units.formatDuration(policy.minTTL))", field: "ttl")
+        }
+        guard ttl <= policy.maxTTL else {
+            throw AgentError.refused(
+                "ttl \(text) is over this agent's cap of \(Units.formatDuration(policy.maxTTL)) ([policy] max-ttl); "
+                    + "use a shorter ttl and renew it", field: "ttl")
+        }
+        return ttl
+    }
+
+    private func validate(labels: [String: String]) throws {
+        guard labels.count <= 64 else { throw AgentError.badRequest("at most 64 labels", field: "labels") }
+        for (k, v) in labels {
+            guard !k.isEmpty, k.count <= 128, v.count <= 1024 else {
+                throw AgentError.badRequest("label keys must be 1-128 characters and values at most 1024", field: "labels")
+            }
+        }
+    }
+
+    private func describe(claim: String) -> String {
+        let parts = claim.split(separator: ":")
+        if parts.first == "process", parts.count >= 2 { return "process \(parts[1])" }
+        return claim
+    }
+
+    private func appendOrFail(_ r: JournalRecord) throws {
+        do { try journal.append(r) } catch { throw AgentError.failed("cannot write the journal: \(error)") }
+    }
+
+    private func journalBestEffort(_ r: JournalRecord) {
+        do { try journal.append(r) } catch {
+            logger.error("journal write failed", metadata: ["error": "\(error)", "lease": "\(r.id)"])
+        }
+    }
+
+    private func emit(_ type: FaultEvent.EventType, _ fault: FaultObject) {
+        eventSeq += 1
+        let e = FaultEvent(seq: eventSeq, type: type, at: clock.now(), fault: fault)
+        eventBuffer.append(e)
+        if eventBuffer.count > Self.eventBufferSize { eventBuffer.removeFirst(eventBuffer.count - Self.eventBufferSize) }
+        for c in subscribers.values { c.yield(e) }
+    }
+
+    private func unsubscribe(_ key: UUID) { subscribers.removeValue(forKey: key) }
+
+    /// Forgets ended faults older than the retention window, keeping the newest `keepEnded`.
+    private func prune() {
+        let cutoff = clock.now().addingTimeInterval(-policy.keepEndedFor.seconds)
+        var endedKept = 0
+        var drop: Set<String> = []
+        for id in order.reversed() {
+            guard let l = leases[id], l.state.isFinal else { continue }
+            endedKept += 1
+            if endedKept > policy.keepEnded || (l.revertedAt ?? l.createdAt) < cutoff { drop.insert(id) }
+        }
+        guard !drop.isEmpty else { return }
+        for id in drop { leases.removeValue(forKey: id) }
+        order.removeAll { drop.contains($0) }
+    }
+
+    static func newID() -> String {
+        var g = SystemRandomNumberGenerator()
+        return "f-" + String(format: "%012llx", g.next() & 0xFFFF_FFFF_FFFF)
+    }
+
+    static func compactJSON(_ v: JSONValue) -> String {
+        (try? String(decoding: WireCoding.encoder().encode(v), as: UTF8.self)) ?? "?"
+    }
+}

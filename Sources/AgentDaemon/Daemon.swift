@@ -1,0 +1,189 @@
+import AgentAPI
+import AgentCore
+import AgentServer
+import Faults
+import Foundation
+import Logging
+import ServiceLifecycle
+import SystemdNotify
+import UnixSignals
+
+/// The agent's version, shown by `status` and `--version`.
+public let agentVersion = "0.1.0"
+
+/// Everything one running agent is made of, wired together. `chaos-agentd run` builds one and runs it; tests do too.
+public final class Daemon: Sendable {
+    public let config: AgentConfig
+    public let engine: LeaseEngine
+    public let host: HostFacts
+    let logger: Logger
+    let lock: StateDirLock
+    let startedAt = Date()
+
+    /// Locks the state directory, probes the host, opens the journal and builds the lease engine.
+    public init(config: AgentConfig, logger: Logger, clock: any AgentClock = SystemClock()) throws {
+        self.config = config
+        self.logger = logger
+        lock = try StateDirLock(directory: config.stateDir)
+        host = HostProbe.probe()
+        let journal = try Journal(directory: config.stateDir)
+        let drivers = FaultCatalog.standard(protectedProcesses: config.protectedProcesses, host: host, logger: logger)
+        engine = LeaseEngine(
+            drivers: drivers, journal: journal, policy: LeasePolicy(maxTTL: config.maxTTL), clock: clock, logger: logger)
+    }
+
+    /// Reverts whatever the journal still holds (a previous run that crashed or was killed).
+    public func reconcile(accept: Bool) async -> RecoveryReport {
+        let report = await engine.recover(accept: accept)
+        for f in report.reverted {
+            logger.notice(
+                "reverted a fault left by a previous run",
+                metadata: ["event": "reconcile", "lease": "\(f.id)", "kind": "\(f.kind)", "owner": "\(f.owner)", "outcome": "reverted"])
+        }
+        for f in report.stillPending {
+            logger.error(
+                "could not revert a fault left by a previous run; retrying",
+                metadata: ["event": "reconcile", "lease": "\(f.id)", "kind": "\(f.kind)", "error": "\(f.error ?? "")"])
+        }
+        return report
+    }
+
+    /// Serves the API until SIGTERM/SIGINT, then reverts every fault. Returns the faults that could not be reverted.
+    public func serve(recovered: Int) async throws -> [FaultObject] {
+        let notifier = SystemdNotifier()
+        let group = config.socketGroup.isEmpty ? nil : PeerAuthorizer.groupID(named: config.socketGroup)
+        if group == nil && !config.socketGroup.isEmpty {
+            logger.warning(
+                "socket group does not exist; only root can use the socket",
+                metadata: ["group": "\(config.socketGroup)", "hint": "groupadd --system \(config.socketGroup)"])
+        }
+        let statusInfo = StatusInfo(daemon: self, recovered: recovered)
+        let router = APIRouter(engine: engine, maxBody: config.maxBody) { await statusInfo.status() }
+        let engine = self.engine
+        let server = UnixSocketServer(
+            options: .init(path: config.socket, mode: config.socketMode, group: group, maxBody: config.maxBody),
+            router: router, logger: logger,
+            onListening: {
+                _ = notifier.ready(status: "serving; reconciled \(recovered) fault(s) from the journal")
+            })
+        let leases = LeaseService(engine: engine, notifier: notifier, logger: logger)
+        let watchdog = WatchdogService(engine: engine, notifier: notifier)
+        let serviceGroup = ServiceGroup(
+            configuration: .init(
+                services: [
+                    .init(service: leases, successTerminationBehavior: .gracefullyShutdownGroup, failureTerminationBehavior: .gracefullyShutdownGroup),
+                    .init(service: server, successTerminationBehavior: .gracefullyShutdownGroup, failureTerminationBehavior: .gracefullyShutdownGroup),
+                    .init(service: watchdog, successTerminationBehavior: .ignore, failureTerminationBehavior: .gracefullyShutdownGroup),
+                ],
+                gracefulShutdownSignals: [.sigterm, .sigint],
+                logger: logger))
+        try await serviceGroup.run()
+        return await leases.pending.value
+    }
+}
+
+/// Holds every lease while the agent runs; on graceful shutdown reverts them all.
+final class LeaseService: Service, Sendable {
+    let engine: LeaseEngine
+    let notifier: SystemdNotifier
+    let logger: Logger
+    let pending: Pending
+
+    final class Pending: Sendable {
+        private let box = LockedValue<[FaultObject]>([])
+        var value: [FaultObject] { box.get() }
+        func set(_ v: [FaultObject]) { box.set(v) }
+    }
+
+    init(engine: LeaseEngine, notifier: SystemdNotifier, logger: Logger) {
+        self.engine = engine
+        self.notifier = notifier
+        self.logger = logger
+        self.pending = Pending()
+    }
+
+    func run() async throws {
+        try? await gracefulShutdown()
+        _ = notifier.stopping(status: "reverting every fault")
+        logger.notice("shutting down: reverting every fault", metadata: ["event": "shutdown"])
+        let left = await engine.shutdown()
+        pending.set(left)
+        if left.isEmpty {
+            logger.notice("every fault reverted", metadata: ["event": "shutdown", "outcome": "clean"])
+        } else {
+            logger.critical(
+                "faults could not be reverted before exit; the journal keeps them for `chaos-agentd reap`",
+                metadata: ["event": "shutdown", "outcome": "pending", "leases": "\(left.map(\.id).joined(separator: ","))"])
+        }
+    }
+}
+
+/// Pings the systemd watchdog at half its interval, but only while the lease engine answers: a hung engine stops the
+/// pings, systemd kills the agent, and ExecStopPost's `reap` reverts its faults.
+struct WatchdogService: Service {
+    let engine: LeaseEngine
+    let notifier: SystemdNotifier
+
+    func run() async throws {
+        guard let interval = notifier.watchdogPingInterval else { return }
+        while !Task.isCancelledOrShuttingDown {
+            do { try await cancelWhenGracefulShutdown { try await Task.sleep(for: interval) } } catch { return }
+            let active = await engine.ping()
+            _ = notifier.watchdog()
+            _ = notifier.status("serving; \(active) active fault(s)")
+        }
+    }
+}
+
+extension Task where Success == Never, Failure == Never {
+    static var isCancelledOrShuttingDown: Bool { Task.isCancelled || Task.isShuttingDownGracefully }
+}
+
+/// Builds `GET /v1/status`.
+struct StatusInfo: Sendable {
+    let daemon: Daemon
+    let recovered: Int
+
+    func status() async -> AgentStatus {
+        let engine = daemon.engine
+        let active = await engine.ping()
+        return AgentStatus(
+            version: agentVersion, pid: getpid(), startedAt: daemon.startedAt,
+            uptimeSeconds: Date().timeIntervalSince(daemon.startedAt), socket: daemon.config.socket,
+            stateDir: daemon.config.stateDir, maxTTL: Units.formatDuration(daemon.config.maxTTL), activeFaults: active,
+            host: daemon.host, kinds: await engine.kinds(), recovered: recovered)
+    }
+}
+
+/// An exclusive flock on `<state-dir>/agent.lock`, so two agents (or an agent and `reap`) never share a journal.
+final class StateDirLock: Sendable {
+    let fd: Int32
+
+    init(directory: String) throws {
+        try FileManager.default.createDirectory(
+            atPath: directory, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o750])
+        let path = directory + "/agent.lock"
+        fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
+        guard fd >= 0 else { throw ConfigError("cannot open \(path): \(String(cString: strerror(errno)))") }
+        if flock(fd, LOCK_EX | LOCK_NB) != 0 {
+            let holder = (try? String(contentsOfFile: path, encoding: .utf8))?.trimmingCharacters(in: .whitespacesAndNewlines) ?? "?"
+            close(fd)
+            throw ConfigError(
+                "another chaos-agentd (pid \(holder)) owns the state directory \(directory); stop it first, or use another --state-dir")
+        }
+        ftruncate(fd, 0)
+        let pid = "\(getpid())\n"
+        _ = pid.withCString { write(fd, $0, strlen($0)) }
+    }
+
+    deinit { close(fd) }
+}
+
+/// A tiny lock-protected value.
+final class LockedValue<T: Sendable>: @unchecked Sendable {
+    private var value: T
+    private let lock = NSLock()
+    init(_ v: T) { value = v }
+    func get() -> T { lock.withLock { value } }
+    func set(_ v: T) { lock.withLock { value = v } }
+}

@@ -1,0 +1,227 @@
+import AgentAPI
+import AgentCore
+import Foundation
+
+/// A request as the router sees it, independent of the transport.
+public struct APIRequest: Sendable {
+    public var method: String
+    public var path: String
+    public var headers: [String: String]
+    public var body: Data
+
+    public init(method: String, path: String, headers: [String: String] = [:], body: Data = Data()) {
+        self.method = method.uppercased()
+        self.path = path
+        var lower: [String: String] = [:]
+        for (k, v) in headers { lower[k.lowercased()] = v }
+        self.headers = lower
+        self.body = body
+    }
+}
+
+/// What the router answers: one JSON document, or a stream of events (server-sent events).
+public enum APIResponse: Sendable {
+    case json(status: Int, body: Data)
+    case events(AsyncStream<FaultEvent>)
+
+    public var status: Int {
+        switch self {
+        case .json(let s, _): return s
+        case .events: return 200
+        }
+    }
+}
+
+/// Who is calling, as the transport authenticated them, and what they may do.
+public struct Caller: Sendable, Equatable {
+    public enum Role: String, Sendable { case reader, writer }
+    /// `unix:root`, `unix:alice`, `unix:uid=1234`.
+    public var identity: String
+    public var role: Role
+    /// The caller's process, when the transport knows it (SO_PEERCRED).
+    public var pid: Int32?
+
+    public init(identity: String, role: Role, pid: Int32? = nil) {
+        self.identity = identity
+        self.role = role
+        self.pid = pid
+    }
+}
+
+/// The HTTP API: routes to the lease engine, authorisation, input validation and error mapping. Pure: no sockets, so
+/// tests call it in-process.
+public struct APIRouter: Sendable {
+    let engine: LeaseEngine
+    let status: @Sendable () async -> AgentStatus
+    let maxBody: Int
+
+    public init(engine: LeaseEngine, maxBody: Int = 64 * 1024, status: @escaping @Sendable () async -> AgentStatus) {
+        self.engine = engine
+        self.status = status
+        self.maxBody = maxBody
+    }
+
+    static let requestKeys: Set<String> = ["kind", "ttl", "heartbeat", "labels", "spec"]
+
+    public func handle(_ request: APIRequest, caller: Caller) async -> APIResponse {
+        do {
+            return try await route(request, caller: caller)
+        } catch let e as AgentError {
+            return Self.error(e)
+        } catch {
+            return Self.error(.failed("\(error)"))
+        }
+    }
+
+    private func route(_ r: APIRequest, caller: Caller) async throws -> APIResponse {
+        let path = r.path.split(separator: "?", maxSplits: 1).first.map(String.init) ?? r.path
+        let parts = path.split(separator: "/", omittingEmptySubsequences: true).map(String.init)
+        if r.method != "GET" && r.method != "HEAD" {
+            guard caller.role == .writer else {
+                throw AgentError.forbidden(
+                    "\(caller.identity) may only read; faults can be changed by root or members of the agent's socket group")
+            }
+        }
+        if r.body.count > maxBody {
+            throw AgentError.tooLarge("request body is \(r.body.count) bytes; the limit is \(maxBody)")
+        }
+        guard let route = Route(parts) else { throw AgentError.notFound("no route \(r.method) \(path); see docs/api.md") }
+        switch (r.method, route) {
+        case ("GET", .healthz):
+            guard await engine.isAccepting else { throw AgentError.notReady("reconciling the journal or shutting down") }
+            return try Self.json(200, ["status": "ok"])
+        case ("GET", .status):
+            return try Self.json(200, await status())
+        case ("GET", .faults):
+            return try Self.json(200, FaultList(faults: await engine.list()))
+        case ("POST", .faults):
+            let request = try Self.decodeFaultRequest(r.body)
+            let context = FaultContext(owner: caller.identity, callerPID: caller.pid)
+            let engine = self.engine
+            // Unstructured: a client that disconnects mid-apply must not cancel the apply half-way.
+            let fault = try await Task { try await engine.create(request, context: context) }.value
+            return try Self.json(201, fault)
+        case ("DELETE", .faults):
+            let engine = self.engine
+            let who = caller.identity
+            let reverted = await Task { await engine.revertAll(reason: "revoked by \(who)") }.value
+            return try Self.json(200, RevertAllResult(reverted: reverted))
+        case ("GET", .fault(let id)):
+            return try Self.json(200, try await engine.get(id))
+        case ("DELETE", .fault(let id)):
+            let engine = self.engine
+            let who = caller.identity
+            let fault = try await Task { try await engine.revert(id, by: who) }.value
+            return try Self.json(200, fault)
+        case ("POST", .renew(let id)):
+            let body = try Self.decodeObject(r.body)
+            for key in body.keys where key != "ttl" {
+                throw AgentError.badRequest("unknown field '\(key)'; renew takes only ttl", field: key)
+            }
+            guard let ttlValue = body["ttl"] else { throw AgentError.badRequest("ttl is required", field: "ttl") }
+            guard case .string(let ttl) = ttlValue else {
+                throw AgentError.badRequest("ttl must be a string like \"30s\"", field: "ttl")
+            }
+            return try Self.json(200, try await engine.renew(id, ttl: ttl, owner: caller.identity))
+        case ("GET", .events):
+            let last = r.headers["last-event-id"].flatMap { UInt64($0.trimmingCharacters(in: .whitespaces)) }
+            return .events(await engine.events(after: last))
+        default:
+            throw AgentError(status: 405, code: "method-not-allowed", message: "\(r.method) is not allowed on \(path)")
+        }
+    }
+
+    /// The paths the API knows.
+    enum Route {
+        case healthz, status, faults, events
+        case fault(String)
+        case renew(String)
+
+        init?(_ parts: [String]) {
+            switch parts.count {
+            case 1 where parts[0] == "healthz": self = .healthz
+            case 2 where parts[0] == "v1" && parts[1] == "status": self = .status
+            case 2 where parts[0] == "v1" && parts[1] == "faults": self = .faults
+            case 2 where parts[0] == "v1" && parts[1] == "events": self = .events
+            case 3 where parts[0] == "v1" && parts[1] == "faults": self = .fault(parts[2])
+            case 4 where parts[0] == "v1" && parts[1] == "faults" && parts[3] == "renew": self = .renew(parts[2])
+            default: return nil
+            }
+        }
+    }
+
+    // MARK: - Decoding with field-precise errors
+
+    static func decodeObject(_ body: Data) throws -> [String: JSONValue] {
+        guard !body.isEmpty else { throw AgentError.badRequest("request body is empty; expected a JSON object") }
+        let value: JSONValue
+        do {
+            value = try JSONDecoder().decode(JSONValue.self, from: body)
+        } catch {
+            throw AgentError.badRequest("malformed JSON: \(Self.describe(error))")
+        }
+        guard case .object(let o) = value else { throw AgentError.badRequest("request body must be a JSON object") }
+        return o
+    }
+
+    static func decodeFaultRequest(_ body: Data) throws -> FaultRequest {
+        let o = try decodeObject(body)
+        for key in o.keys.sorted() where !requestKeys.contains(key) {
+            throw AgentError.badRequest(
+                "unknown field '\(key)'; a fault has \(requestKeys.sorted().joined(separator: ", "))", field: key)
+        }
+        guard let kindValue = o["kind"] else {
+            throw AgentError.badRequest("kind is required (pause, kill, ...)", field: "kind")
+        }
+        guard case .string(let kind) = kindValue else { throw AgentError.badRequest("kind must be a string", field: "kind") }
+        guard let ttlValue = o["ttl"], ttlValue != .null else {
+            throw AgentError.badRequest("ttl is required: every fault ends by itself (for example \"30s\")", field: "ttl")
+        }
+        guard case .string(let ttl) = ttlValue else {
+            throw AgentError.badRequest("ttl must be a string with a unit, like \"30s\"", field: "ttl")
+        }
+        var heartbeat: String?
+        if let h = o["heartbeat"], h != .null {
+            guard case .string(let s) = h else { throw AgentError.badRequest("heartbeat must be a duration string", field: "heartbeat") }
+            heartbeat = s
+        }
+        var labels: [String: String]?
+        if let l = o["labels"], l != .null {
+            guard case .object(let lo) = l else {
+                throw AgentError.badRequest("labels must be an object of strings", field: "labels")
+            }
+            var out: [String: String] = [:]
+            for (k, v) in lo {
+                guard case .string(let s) = v else {
+                    throw AgentError.badRequest("label '\(k)' must be a string", field: "labels.\(k)")
+                }
+                out[k] = s
+            }
+            labels = out
+        }
+        let spec = o["spec"] ?? .object([:])
+        guard case .object = spec else { throw AgentError.badRequest("spec must be a JSON object", field: "spec") }
+        return FaultRequest(kind: kind, ttl: ttl, heartbeat: heartbeat, labels: labels, spec: spec)
+    }
+
+    static func describe(_ error: any Error) -> String {
+        if let d = error as? DecodingError {
+            switch d {
+            case .dataCorrupted(let c): return (c.underlyingError as NSError?)?.localizedDescription ?? c.debugDescription
+            default: return "\(d)"
+            }
+        }
+        return "\(error)"
+    }
+
+    // MARK: - Encoding
+
+    static func json(_ status: Int, _ value: some Encodable) throws -> APIResponse {
+        .json(status: status, body: try WireCoding.encoder().encode(value))
+    }
+
+    public static func error(_ e: AgentError) -> APIResponse {
+        let body = (try? WireCoding.encoder().encode(e.body)) ?? Data("{\"error\":{\"code\":\"internal\"}}".utf8)
+        return .json(status: e.status, body: body)
+    }
+}

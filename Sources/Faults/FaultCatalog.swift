@@ -1,0 +1,37 @@
+import AgentAPI
+import AgentCore
+import Logging
+import Processes
+
+/// A kind the interface names but this release does not implement yet: always listed as unavailable, with why.
+struct PlannedKindDriver: FaultDriver {
+    let kind: String
+    let release: String
+
+    func availability() -> KindAvailability {
+        KindAvailability(kind: kind, available: false, reason: "not implemented in this version of the agent (arrives with \(release))")
+    }
+    func prepare(spec: JSONValue, context: FaultContext) throws -> PreparedFault {
+        throw AgentError.unsupported(availability().reason!)
+    }
+    func apply(plan: JSONValue) async throws -> PreparedFault? { nil }
+    func revert(plan: JSONValue) async throws {}
+}
+
+/// Every fault kind this agent knows, wired to the host.
+public enum FaultCatalog {
+    public static func standard(protectedProcesses: [String], host: HostFacts, logger: Logger) -> [any FaultDriver] {
+        let procfs = ProcFS()
+        let processGuard = ProcessGuard(procfs: procfs, protectedNames: protectedProcesses)
+        return [
+            PauseDriver(procfs: procfs, processGuard: processGuard, host: host),
+            KillDriver(procfs: procfs, processGuard: processGuard, host: host, logger: logger),
+            PlannedKindDriver(kind: "network", release: "the rtnetlink release"),
+            PlannedKindDriver(kind: "cpu", release: "the cgroup v2 release"),
+            PlannedKindDriver(kind: "memory", release: "the cgroup v2 release"),
+            PlannedKindDriver(kind: "io", release: "the cgroup v2 release"),
+            PlannedKindDriver(kind: "disk-fill", release: "the cgroup v2 release"),
+            PlannedKindDriver(kind: "squeeze", release: "the cgroup v2 release"),
+        ]
+    }
+}

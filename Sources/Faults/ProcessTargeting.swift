@@ -1,0 +1,101 @@
+import AgentAPI
+import AgentCore
+import Foundation
+import Processes
+
+/// A process as a plan records it: enough to find exactly it again (pid + start time) and to show it.
+struct ProcessRef: Codable, Sendable, Equatable {
+    var pid: Int32
+    var startTime: UInt64
+    var comm: String
+
+    init(_ p: HostProcess) {
+        pid = p.pid
+        startTime = p.startTime
+        comm = p.comm
+    }
+
+    var identity: ProcessIdentity { ProcessIdentity(pid: pid, startTime: startTime) }
+}
+
+/// A matched process that the fault leaves alone, and why.
+struct SkippedProcess: Codable, Sendable, Equatable {
+    var pid: Int32
+    var comm: String
+    var reason: String
+}
+
+/// Resolves the process selectors shared by `pause` and `kill` (`pid`, `name`) and applies the protection rules.
+struct ProcessTargeting: Sendable {
+    let procfs: ProcFS
+    let processGuard: ProcessGuard
+
+    static let selectorKeys: Set<String> = ["pid", "name", "cgroup", "unit"]
+
+    /// Exactly one selector from the spec.
+    func selector(from spec: SpecReader) throws -> ProcessSelector {
+        let given = Self.selectorKeys.filter { spec.has($0) }.sorted()
+        guard given.count == 1 else {
+            throw AgentError.badRequest(
+                given.isEmpty
+                    ? "say which processes: give pid or name"
+                    : "give exactly one selector, not \(given.joined(separator: " and "))",
+                field: given.isEmpty ? "spec" : "spec.\(given[1])")
+        }
+        switch given[0] {
+        case "pid":
+            let pid = try spec.integer("pid", range: 1...Int64(Int32.max))!
+            return .pid(Int32(pid))
+        case "name":
+            let pattern = try spec.string("name")!
+            guard !pattern.isEmpty else { throw AgentError.badRequest("name must not be empty", field: "spec.name") }
+            do { _ = try Regex(pattern) } catch {
+                throw AgentError.badRequest("name '\(pattern)' is not a valid regular expression: \(error)", field: "spec.name")
+            }
+            return .name(pattern)
+        default:
+            throw AgentError.unsupported(
+                "selecting processes by \(given[0]) needs the cgroup v2 release of the agent; use pid or name")
+        }
+    }
+
+    /// The processes the fault may act on now. Throws 422 when nothing is left after the protection rules, naming
+    /// why each match was refused.
+    func resolve(_ selector: ProcessSelector, callerLineage: Set<Int32>) throws -> (
+        selected: [HostProcess], skipped: [SkippedProcess]
+    ) {
+        let result: SelectionResult
+        do {
+            result = try procfs.select(selector, guard: processGuard, callerLineage: callerLineage)
+        } catch {
+            throw AgentError.badRequest("invalid selector: \(error)", field: "spec.name")
+        }
+        let skipped = result.refused.map { SkippedProcess(pid: $0.0.pid, comm: $0.0.comm, reason: $0.1.description) }
+        guard !result.selected.isEmpty else {
+            if case .pid(let pid) = selector {
+                if let (_, reason) = result.refused.first {
+                    throw AgentError.refused("pid \(pid) may not be targeted: \(reason)", field: "spec.pid")
+                }
+                throw AgentError.refused("no process with pid \(pid)", field: "spec.pid")
+            }
+            let detail =
+                skipped.isEmpty
+                ? "" : "; matched but protected: " + skipped.prefix(5).map { "\($0.pid) (\($0.comm)): \($0.reason)" }.joined(separator: "; ")
+            throw AgentError.refused("no process matches \(selector) that may be targeted\(detail)", field: "spec.name")
+        }
+        return (result.selected, skipped)
+    }
+
+    /// Waits (briefly) until `check` holds for the process, reading /proc: the kernel's word, not ours.
+    func waitFor(_ ref: ProcessRef, timeout: Duration = .seconds(1), _ check: (HostProcess?) -> Bool) async -> Bool {
+        let start = ContinuousClock.now
+        var pause = Duration.microseconds(200)
+        while true {
+            let p = procfs.process(ref.pid).flatMap { $0.startTime == ref.startTime ? $0 : nil }
+            if check(p) { return true }
+            if ContinuousClock.now - start > timeout { return false }
+            try? await Task.sleep(for: pause)
+            pause = min(pause * 2, .milliseconds(20))
+        }
+    }
+}

@@ -1,0 +1,3 @@
+import AgentDaemon
+
+await DaemonMain.main()
