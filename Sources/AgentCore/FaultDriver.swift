@@ -6,10 +6,14 @@ public struct FaultContext: Sendable {
     public var owner: String
     /// The caller's process (SO_PEERCRED), so selectors never match the caller or its ancestors.
     public var callerPID: Int32?
+    /// Claims held by active faults (claim -> fault id), filled in by the engine before `prepare`, so a driver can
+    /// tell "already done by another fault" (409) from other refusals.
+    public var heldClaims: [String: String]
 
-    public init(owner: String, callerPID: Int32? = nil) {
+    public init(owner: String, callerPID: Int32? = nil, heldClaims: [String: String] = [:]) {
         self.owner = owner
         self.callerPID = callerPID
+        self.heldClaims = heldClaims
     }
 }
 

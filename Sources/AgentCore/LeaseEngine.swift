@@ -189,6 +189,8 @@ public actor LeaseEngine {
         try validate(labels: labels)
         guard case .object = request.spec else { throw AgentError.badRequest("spec must be a JSON object", field: "spec") }
 
+        var context = context
+        context.heldClaims = claimHolders
         let prepared = try driver.prepare(spec: request.spec, context: context)
         for claim in prepared.claims {
             if let holder = claimHolders[claim] {
@@ -415,6 +417,7 @@ public actor LeaseEngine {
         if lease.state.isFinal { return lease.object }
         sustainers.removeValue(forKey: id)?.cancel()
         queue.remove(id)
+        rearm()
         if lease.state != .reverting {
             lease.state = .reverting
             leases[id] = lease

@@ -32,6 +32,13 @@ public struct PauseDriver: FaultDriver {
         var (selected, skipped) = try targeting.resolve(selector, callerLineage: lineage)
         var refs: [ProcessRef] = []
         for p in selected {
+            if let holder = context.heldClaims[Self.claim(p.pid, p.startTime)] {
+                if case .pid = selector {
+                    throw AgentError.conflict("process \(p.pid) (\(p.comm)) is already paused by fault \(holder)")
+                }
+                skipped.append(SkippedProcess(pid: p.pid, comm: p.comm, reason: "already paused by fault \(holder)"))
+                continue
+            }
             switch p.state {
             case "T": skipped.append(SkippedProcess(pid: p.pid, comm: p.comm, reason: "already stopped; left as it is"))
             case "t": skipped.append(SkippedProcess(pid: p.pid, comm: p.comm, reason: "stopped by a debugger; left as it is"))
@@ -39,6 +46,9 @@ public struct PauseDriver: FaultDriver {
             }
         }
         guard !refs.isEmpty else {
+            if let paused = skipped.first(where: { $0.reason.hasPrefix("already paused by fault") }) {
+                throw AgentError.conflict("process \(paused.pid) (\(paused.comm)) is \(paused.reason)")
+            }
             throw AgentError.refused(
                 "nothing to pause: every selected process is already stopped ("
                     + skipped.prefix(5).map { "\($0.pid) \($0.comm)" }.joined(separator: ", ") + ")")
@@ -46,7 +56,7 @@ public struct PauseDriver: FaultDriver {
         let plan = Plan(processes: refs, skipped: skipped)
         let json = try JSONValue.from(plan)
         return PreparedFault(
-            target: json, plan: json, claims: refs.map { "process:\($0.pid):\($0.startTime)" })
+            target: json, plan: json, claims: refs.map { Self.claim($0.pid, $0.startTime) })
     }
 
     public func apply(plan json: JSONValue) async throws -> PreparedFault? {
@@ -74,8 +84,10 @@ public struct PauseDriver: FaultDriver {
         plan.processes = stopped
         plan.skipped += gone.map { SkippedProcess(pid: $0.pid, comm: $0.comm, reason: "exited before it was paused") }
         let updated = try JSONValue.from(plan)
-        return PreparedFault(target: updated, plan: updated, claims: stopped.map { "process:\($0.pid):\($0.startTime)" })
+        return PreparedFault(target: updated, plan: updated, claims: stopped.map { Self.claim($0.pid, $0.startTime) })
     }
+
+    static func claim(_ pid: Int32, _ startTime: UInt64) -> String { "process:\(pid):\(startTime)" }
 
     public func revert(plan json: JSONValue) async throws {
         let plan = try json.decode(Plan.self)
