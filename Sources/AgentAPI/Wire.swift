@@ -72,6 +72,30 @@ public struct FaultObject: Codable, Sendable, Equatable {
     }
 }
 
+extension FaultObject {
+    private enum CodingKeys: String, CodingKey {
+        case id, kind, spec, target, state, createdAt, expiresAt, revertedAt, owner, labels, error, ttl, revertAttempts
+    }
+
+    /// Every field is always present: `revertedAt` and `error` are `null` until they have a value.
+    public func encode(to encoder: any Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encode(id, forKey: .id)
+        try c.encode(kind, forKey: .kind)
+        try c.encode(spec, forKey: .spec)
+        try c.encode(target, forKey: .target)
+        try c.encode(state, forKey: .state)
+        try c.encode(createdAt, forKey: .createdAt)
+        try c.encode(expiresAt, forKey: .expiresAt)
+        try c.encode(revertedAt, forKey: .revertedAt)
+        try c.encode(owner, forKey: .owner)
+        try c.encode(labels, forKey: .labels)
+        try c.encode(error, forKey: .error)
+        try c.encode(ttl, forKey: .ttl)
+        try c.encode(revertAttempts, forKey: .revertAttempts)
+    }
+}
+
 /// `GET /v1/faults` answer.
 public struct FaultList: Codable, Sendable, Equatable {
     public var faults: [FaultObject]

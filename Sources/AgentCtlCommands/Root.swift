@@ -1,0 +1,74 @@
+import AgentAPI
+import AgentClient
+import ArgumentParser
+import Foundation
+
+/// Options every command takes; they may come before or after the subcommand name.
+struct GlobalOptions: ParsableArguments {
+    @Option(
+        name: .long,
+        help: ArgumentHelp(
+            "The agent's Unix socket (default: $CHAOS_AGENT_SOCKET, else /run/chaos-agent/agent.sock).",
+            valueName: "path"))
+    var socket: String?
+
+    @Flag(name: .long, help: "Machine output: the API's JSON on stdout (errors stay on stderr).")
+    var json = false
+
+    var endpoint: AgentEndpoint {
+        .unixSocket(AgentEndpoint.resolveSocketPath(socket))
+    }
+
+    /// Runs `body` with a client for the chosen agent, shutting it down afterwards.
+    func withClient<T: Sendable>(_ body: (AgentClient) async throws -> T) async throws -> T {
+        try await AgentClient.withClient(endpoint, body)
+    }
+}
+
+struct ChaosAgentCtl: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "chaos-agentctl",
+        abstract: "Control chaos-agentd: inject faults that always revert, list, renew and revert them.",
+        discussion: """
+            Every fault has a TTL: the agent reverts it by itself when the TTL runs out, when you revert it, \
+            and when the agent stops. Nothing outlives the agent.
+
+            EXAMPLES
+              chaos-agentctl status
+              chaos-agentctl inject pause --name '^nginx' --ttl 30s --wait
+              chaos-agentctl inject kill --pid 4242 --signal TERM --ttl 1m
+              chaos-agentctl list
+              chaos-agentctl revert --all
+
+            DURATIONS
+              A number and a unit, units may be combined: 250ms, 30s, 5m, 1h, 1h30m
+              (also ns, us, d). A bare number is refused.
+            SIZES
+              512KiB, 256MiB, 1GiB (powers of 1024); 10MB, 1GB (powers of 1000);
+              a bare number is bytes.
+            RATES AND PERCENTAGES
+              1mbit, 10MB/s; 5%, 0.5%.
+
+            ENVIRONMENT
+              CHAOS_AGENT_SOCKET   the socket to use when --socket is not given.
+
+            EXIT STATUS
+              0  success
+              1  anything else (including a fault that ended 'failed' under --wait)
+              2  usage error: bad flags, bad duration, or the agent said 400 (bad request)
+              3  refused: policy (PID 1, protected process, TTL over the cap), conflict,
+                 unsupported on this host, or forbidden (403, 409, 422)
+              4  not found (404): no such fault
+              5  agent unreachable: no socket, connection refused or denied,
+                 or not ready (503)
+              130  interrupted: --wait stopped by Ctrl-C or SIGTERM (fault reverted)
+            """,
+        version: "chaos-agentctl 0.1.0",
+        subcommands: [
+            StatusCommand.self, InjectCommand.self, ListCommand.self, GetCommand.self, RenewCommand.self,
+            RevertCommand.self, EventsCommand.self,
+        ]
+    )
+
+    @OptionGroup var global: GlobalOptions
+}

@@ -1,0 +1,3 @@
+import AgentCtlCommands
+
+await CtlMain.main()
