@@ -31,6 +31,9 @@ let package = Package(
         .target(name: "Processes", dependencies: ["CShims"], swiftSettings: upcoming),
         .target(name: "SystemdNotify", swiftSettings: upcoming),
 
+        // rtnetlink over libmnl: links, qdiscs (netem, tbf, prio, clsact), filters (u32, flower, mirred), namespaces.
+        .target(name: "Netlink", dependencies: ["CMNL", "CShims"], swiftSettings: upcoming),
+
         // Wire types shared by server and client.
         .target(name: "AgentAPI", swiftSettings: upcoming),
 
@@ -47,7 +50,7 @@ let package = Package(
         // One file per fault kind.
         .target(
             name: "Faults",
-            dependencies: ["AgentCore", "AgentAPI", "Processes", "CCap", "CMNL", "CShims", .product(name: "Logging", package: "swift-log")],
+            dependencies: ["AgentCore", "AgentAPI", "Processes", "Netlink", "CCap", "CMNL", "CShims", .product(name: "Logging", package: "swift-log")],
             swiftSettings: upcoming),
 
         // HTTP/1.1 + JSON over the Unix socket (SwiftNIO), peer-credential auth, routes.
@@ -103,5 +106,6 @@ let package = Package(
             dependencies: ["AgentServer", "AgentCore", "AgentAPI", "Faults", "AgentCtlCommands"],
             swiftSettings: upcoming),
         .testTarget(name: "SystemdNotifyTests", dependencies: ["SystemdNotify"], swiftSettings: upcoming),
+        .testTarget(name: "NetlinkTests", dependencies: ["Netlink", "CMNL"], swiftSettings: upcoming),
     ]
 )

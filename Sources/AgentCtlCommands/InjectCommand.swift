@@ -18,7 +18,7 @@ struct InjectCommand: AsyncParsableCommand {
               chaos-agentctl inject kill --pid 4242 --signal TERM --ttl 1m --label team=db
               ID=$(chaos-agentctl inject pause --pid 4242 --ttl 5m); chaos-agentctl get $ID
             """,
-        subcommands: [InjectPause.self, InjectKill.self]
+        subcommands: [InjectPause.self, InjectKill.self, InjectNetwork.self]
     )
 }
 

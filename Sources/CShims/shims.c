@@ -39,3 +39,7 @@ long long cshim_fs_type(const char *path) {
     if (statfs(path, &s) != 0) return -1;
     return (long long)s.f_type;
 }
+
+#include <sched.h>
+int cshim_setns_net(int fd) { return setns(fd, CLONE_NEWNET); }
+int cshim_unshare_net(void) { return unshare(CLONE_NEWNET); }

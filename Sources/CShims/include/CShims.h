@@ -12,3 +12,7 @@ int cshim_peercred(int fd, pid_t *pid, uid_t *uid, gid_t *gid);
 long cshim_clock_ticks(void);
 /// statfs(2) f_type of the file system holding `path`, or -1 with errno set.
 long long cshim_fs_type(const char *path);
+/// setns(fd, CLONE_NEWNET): moves the calling thread into the network namespace `fd` refers to; 0 or -1 with errno.
+int cshim_setns_net(int fd);
+/// unshare(CLONE_NEWNET): gives the calling thread a fresh network namespace; 0 or -1 with errno.
+int cshim_unshare_net(void);
