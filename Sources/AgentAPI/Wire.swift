@@ -132,10 +132,13 @@ public struct HostFacts: Codable, Sendable, Equatable {
     /// Controllers available at the cgroup v2 root.
     public var cgroupControllers: [String]
     public var netlink: Bool
+    /// Traffic-control pieces this kernel has, built in or as a module: netem, prio, tbf, u32, flower, ifb, mirred,
+    /// clsact.
+    public var trafficControl: [String: Bool]?
 
     public init(
         kernel: String, euid: UInt32, capabilities: [String], pidfd: Bool, cgroup2Mount: String?,
-        cgroupControllers: [String], netlink: Bool
+        cgroupControllers: [String], netlink: Bool, trafficControl: [String: Bool]? = nil
     ) {
         self.kernel = kernel
         self.euid = euid
@@ -144,6 +147,7 @@ public struct HostFacts: Codable, Sendable, Equatable {
         self.cgroup2Mount = cgroup2Mount
         self.cgroupControllers = cgroupControllers
         self.netlink = netlink
+        self.trafficControl = trafficControl
     }
 }
 

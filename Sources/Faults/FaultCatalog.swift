@@ -26,7 +26,7 @@ public enum FaultCatalog {
         return [
             PauseDriver(procfs: procfs, processGuard: processGuard, host: host),
             KillDriver(procfs: procfs, processGuard: processGuard, host: host, logger: logger),
-            PlannedKindDriver(kind: "network", release: "the rtnetlink release"),
+            NetworkDriver(host: host, logger: logger),
             PlannedKindDriver(kind: "cpu", release: "the cgroup v2 release"),
             PlannedKindDriver(kind: "memory", release: "the cgroup v2 release"),
             PlannedKindDriver(kind: "io", release: "the cgroup v2 release"),

@@ -22,7 +22,30 @@ public enum HostProbe {
         return HostFacts(
             kernel: release, euid: geteuid(), capabilities: effectiveCapabilities(),
             pidfd: ProcessSignaller.pidfdSupported, cgroup2Mount: mount, cgroupControllers: controllers,
-            netlink: netlinkOpens())
+            netlink: netlinkOpens(), trafficControl: trafficControl(release: release))
+    }
+
+    /// The kernel objects each traffic-control piece needs, by module name.
+    static let tcModules: [String: String] = [
+        "netem": "sch_netem", "prio": "sch_prio", "tbf": "sch_tbf", "u32": "cls_u32", "flower": "cls_flower",
+        "ifb": "ifb", "mirred": "act_mirred", "clsact": "sch_ingress",
+    ]
+
+    /// Which traffic-control pieces this kernel has: loaded (/sys/module), built in (modules.builtin) or loadable
+    /// (a .ko under /lib/modules; the kernel loads it on first use). Without /lib/modules for the running kernel
+    /// (a kernel with no modules), only what /sys/module shows counts.
+    static func trafficControl(release: String, modulesRoot: String = "/lib/modules") -> [String: Bool] {
+        let dir = "\(modulesRoot)/\(release)"
+        let builtin = (try? String(contentsOfFile: dir + "/modules.builtin", encoding: .utf8)) ?? ""
+        let loadable = (try? String(contentsOfFile: dir + "/modules.dep", encoding: .utf8)) ?? ""
+        var out: [String: Bool] = [:]
+        for (name, module) in tcModules {
+            let present =
+                FileManager.default.fileExists(atPath: "/sys/module/\(module)")
+                || builtin.contains("/\(module).ko") || loadable.contains("/\(module).ko")
+            out[name] = present
+        }
+        return out
     }
 
     /// Names of the capabilities in `interestingCaps` that are in this process's effective set.
