@@ -261,9 +261,8 @@ public actor LeaseEngine {
         lease = leases[id] ?? lease
         lease.state = .active
         leases[id] = lease
-        var active = JournalRecord(type: .state, id: id, at: clock.now())
-        active.state = .active
-        journalBestEffort(active)
+        // No journal record for "active": recovery reverts every lease that is not reverted or failed, whether it
+        // was still applying or active, so the intent alone is enough and an apply costs one fdatasync.
         queue.schedule(id, at: lease.expiresAt)
         rearm()
         let plan = lease.plan
@@ -419,11 +418,9 @@ public actor LeaseEngine {
         queue.remove(id)
         rearm()
         if lease.state != .reverting {
+            // Not journaled: to recovery, "reverting" and "active" mean the same (revert it).
             lease.state = .reverting
             leases[id] = lease
-            var r = JournalRecord(type: .state, id: id, at: clock.now())
-            r.state = .reverting
-            journalBestEffort(r)
         }
         do {
             guard let driver = drivers[lease.kind] else {

@@ -89,11 +89,19 @@ struct ProcessTargeting: Sendable {
     /// Waits (briefly) until `check` holds for the process, reading /proc: the kernel's word, not ours.
     func waitFor(_ ref: ProcessRef, timeout: Duration = .seconds(1), _ check: (HostProcess?) -> Bool) async -> Bool {
         let start = ContinuousClock.now
-        var pause = Duration.microseconds(200)
+        var pause = Duration.milliseconds(1)
+        var spins = 0
         while true {
             let p = procfs.process(ref.pid).flatMap { $0.startTime == ref.startTime ? $0 : nil }
             if check(p) { return true }
             if ContinuousClock.now - start > timeout { return false }
+            // The target usually acts on the signal within microseconds once it runs: give it the CPU a few times
+            // before falling back to sleeps (a sleep costs at least a timer tick).
+            if spins < 64 {
+                spins += 1
+                sched_yield()
+                continue
+            }
             try? await Task.sleep(for: pause)
             pause = min(pause * 2, .milliseconds(20))
         }

