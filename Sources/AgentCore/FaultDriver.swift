@@ -52,8 +52,13 @@ public protocol FaultDriver: Sendable {
     func apply(plan: JSONValue) async throws -> PreparedFault?
     func revert(plan: JSONValue) async throws
     func sustain(plan: JSONValue) async
+    /// At start-up and in `reap`, after the journal's leases were reverted: removes what this kind installs that no
+    /// live lease explains (for example a qdisc with the agent's reserved handle left by a run whose journal was
+    /// lost). `livePlans` are the plans of leases still held. Returns one line per thing removed.
+    func reconcileOrphans(livePlans: [JSONValue]) async -> [String]
 }
 
 extension FaultDriver {
     public func sustain(plan: JSONValue) async {}
+    public func reconcileOrphans(livePlans: [JSONValue]) async -> [String] { [] }
 }

@@ -28,6 +28,8 @@ public struct RecoveryReport: Sendable {
     public var stillPending: [FaultObject] = []
     public var journalBadLines = 0
     public var journalBadBytes = 0
+    /// Things no journal entry explained that were removed anyway (one line each).
+    public var orphans: [String] = []
     public var isClean: Bool { stillPending.isEmpty }
 }
 
@@ -130,6 +132,15 @@ public actor LeaseEngine {
             }
             lease = leases[j.id] ?? lease
             if outcome.state == .reverted { report.reverted.append(outcome) } else { report.stillPending.append(outcome) }
+        }
+        let livePlans = leases.values.filter { !$0.state.isFinal }.map(\.plan)
+        for kind in drivers.keys.sorted() {
+            for line in await drivers[kind]!.reconcileOrphans(livePlans: livePlans) {
+                report.orphans.append(line)
+                logger.warning(
+                    "removed something of ours that no journal entry explains",
+                    metadata: ["event": "reconcile-orphan", "kind": "\(kind)", "what": "\(line)"])
+            }
         }
         do { try journal.compact() } catch { logger.error("journal compaction failed", metadata: ["error": "\(error)"]) }
         accepting = accept

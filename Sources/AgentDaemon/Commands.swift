@@ -123,17 +123,21 @@ struct Reap: AsyncParsableCommand {
             struct Out: Encodable {
                 var reverted: [FaultObject]
                 var pending: [FaultObject]
+                var orphans: [String]
                 var journalBadLines: Int
             }
             let data = try WireCoding.encoder(pretty: true).encode(
-                Out(reverted: report.reverted, pending: report.stillPending, journalBadLines: report.journalBadLines))
+                Out(
+                    reverted: report.reverted, pending: report.stillPending, orphans: report.orphans,
+                    journalBadLines: report.journalBadLines))
             print(String(decoding: data, as: UTF8.self))
         } else {
-            if report.reverted.isEmpty && report.stillPending.isEmpty {
+            if report.reverted.isEmpty && report.stillPending.isEmpty && report.orphans.isEmpty {
                 print("reap: nothing to revert; the journal in \(daemon.config.stateDir) holds no active fault")
             }
             for f in report.reverted { print("reverted \(f.id) \(f.kind) owner=\(f.owner) target=\(Self.summary(f))") }
             for f in report.stillPending { print("NOT reverted \(f.id) \(f.kind): \(f.error ?? "unknown error")") }
+            for o in report.orphans { print("removed (no journal entry): \(o)") }
             if report.journalBadLines > 0 {
                 print("reap: the journal had \(report.journalBadLines) torn or corrupt line(s); every good record was used")
             }

@@ -214,6 +214,50 @@ public struct NetworkDriver: FaultDriver {
         }
     }
 
+    /// Removes root qdiscs with our reserved major (4341:) that no live lease explains, in the agent's namespace, every
+    /// namespace under /run/netns, and every other network namespace a process is in. The root they replaced is not
+    /// known (its snapshot was in the lost journal entry), so the kernel's default comes back; said so in the line.
+    public func reconcileOrphans(livePlans: [JSONValue]) async -> [String] {
+        guard availability().available || host.netlink else { return [] }
+        let live = Set(livePlans.compactMap { try? $0.decode(Plan.self) }.map { "\($0.namespace)|\($0.ifindex)" })
+        var removed: [String] = []
+        for ns in Self.allNamespaces() {
+            guard let nl = try? RTNetlink(namespace: ns), let links = try? nl.links() else { continue }
+            for link in links {
+                guard !live.contains("\(ns)|\(link.index)"), let qdiscs = try? nl.qdiscs(ifindex: link.index),
+                    let root = qdiscs.first(where: { $0.isRoot }), TCHandle.major(root.handle) == Self.rootMajor
+                else { continue }
+                do {
+                    try nl.deleteQdisc(ifindex: link.index, parent: TCHandle.root, handle: root.handle)
+                    removed.append(
+                        "\(root.kind) \(TCHandle.describe(root.handle)) root of \(link.name) in \(ns) (its previous root is unknown; the kernel default is back)")
+                } catch {
+                    removed.append("FAILED to remove \(root.kind) \(TCHandle.describe(root.handle)) on \(link.name) in \(ns): \(error)")
+                }
+            }
+        }
+        return removed
+    }
+
+    /// The agent's own namespace, the named ones, and one process per other namespace found in /proc.
+    static func allNamespaces() -> [NetworkNamespace] {
+        var out: [NetworkNamespace] = [.current]
+        var seen = Set<UInt64>()
+        func inode(_ path: String) -> UInt64? {
+            var st = stat()
+            return stat(path, &st) == 0 ? UInt64(st.st_ino) : nil
+        }
+        if let own = inode("/proc/self/ns/net") { seen.insert(own) }
+        for name in (try? FileManager.default.contentsOfDirectory(atPath: "/run/netns"))?.sorted() ?? [] {
+            if let i = inode("/run/netns/\(name)"), seen.insert(i).inserted { out.append(.named(name)) }
+        }
+        for entry in (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? [] {
+            guard let pid = Int32(entry), let i = inode("/proc/\(pid)/ns/net"), seen.insert(i).inserted else { continue }
+            out.append(.pid(pid))
+        }
+        return out
+    }
+
     // MARK: - Building the tree
 
     static func netem(_ s: NetworkSpec) throws -> Netem {

@@ -2,7 +2,7 @@
 # delay (RTT +100 ms +-10 %), loss (20 % over 2,000 packets, +-3 points), a targeted fault that slows one destination
 # and leaves another within 1 ms of baseline, SSH (port 22) untouched by default, the tree after revert equal to the
 # tree before (also a pre-existing tbf root), and SIGKILL of the agent mid-fault then `reap` leaving the device clean.
-# vm-timeout: 420
+# vm-timeout: 480
 
 modprobe sch_netem 2>/dev/null || true
 ip netns add ca && on_exit "ip netns del ca"
@@ -75,6 +75,34 @@ log "loss with 20% netem over 2000 packets: ${loss}%"
 assert_ge "$loss" 17 "measured loss"; assert_lt "$loss" 23 "measured loss"
 ctl revert "$id" >/dev/null
 assert_eq "$before" "$(tree)" "tree after loss revert"
+
+# 2b. Rate 1mbit (a tbf): a bulk TCP transfer measured at the receiver, within +-10 %.
+id=$(ctl inject network --netns ca --interface veth-a --rate 1mbit --ttl "${ttl}s") || fail "inject rate exited $?"
+grep -q "tbf 4342:.*rate 1Mbit" <<<"$(tree)" || fail "no tbf 4342: rate 1Mbit in the dump: $(tree)"
+ip netns exec cb python3 -c "
+import socket, time
+srv = socket.socket(); srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); srv.bind(('10.77.0.2', 9000)); srv.listen(1)
+c, _ = srv.accept(); total = 0; first = None
+while True:
+    b = c.recv(65536)
+    if not b: break
+    if first is None: first = time.monotonic()
+    total += len(b)
+dt = time.monotonic() - first
+open('$CASE_TMP/rate.txt', 'w').write('%.1f' % (total * 8 / dt / 1000))
+" &
+rx=$!
+sleep 2
+ip netns exec ca python3 -c "
+import socket
+s = socket.create_connection(('10.77.0.2', 9000)); s.sendall(b'x' * 750000); s.close()"
+wait $rx || fail "receiver failed"
+kbit=$(cat "$CASE_TMP/rate.txt")
+log "bulk transfer at --rate 1mbit: ${kbit} kbit/s goodput"
+assert_ge "$kbit" 900 "goodput under a 1mbit rate fault (kbit/s)"
+assert_lt "$kbit" 1100 "goodput under a 1mbit rate fault (kbit/s)"
+ctl revert "$id" >/dev/null
+assert_eq "$before" "$(tree)" "tree after rate revert"
 
 # 3. Targeted: only 10.77.0.2 slowed; 10.77.0.3 within 1 ms of its baseline.
 id=$(ctl inject network --netns ca --interface veth-a --delay 100ms --to 10.77.0.2/32 --ttl "${ttl}s") ||
