@@ -39,6 +39,8 @@ public struct NetworkDriver: FaultDriver {
         var namespace: NetworkNamespace
         var interface: String
         var ifindex: Int32
+        /// Ingress faults shape an ifb (`ca-ifb<ifindex>`) that the interface's ingress is redirected to.
+        var ingress: Bool = false
         /// The root qdisc before the fault; nil when it was the kernel's default (deleting ours brings it back).
         var snapshot: Qdisc?
         var netem: Netem?
@@ -71,8 +73,9 @@ public struct NetworkDriver: FaultDriver {
 
     public func prepare(spec json: JSONValue, context: FaultContext) throws -> PreparedFault {
         let spec = try NetworkSpec(from: json)
-        guard spec.direction == .egress else {
-            throw AgentError.unsupported("ingress network faults (ifb + mirred) are not in this version yet; use direction egress")
+        let ingress = spec.direction == .ingress
+        if ingress, (host.trafficControl ?? [:]).filter({ ["ifb", "mirred", "clsact"].contains($0.key) && $0.value }).count < 3 {
+            throw AgentError.unsupported("ingress faults need ifb, act_mirred and clsact, which this kernel lacks")
         }
         let namespace: NetworkNamespace
         if let n = spec.netns {
@@ -92,14 +95,23 @@ public struct NetworkDriver: FaultDriver {
         guard let ifindex = try Self.call({ try nl.linkIndex(named: spec.interface) }) else {
             throw AgentError.refused("no interface '\(spec.interface)' in \(namespace)", field: "spec.interface")
         }
-        let claim = "netdev:\(namespace):\(ifindex):egress"
+        let claim = "netdev:\(namespace):\(ifindex):\(spec.direction.rawValue)"
         if let holder = context.heldClaims[claim] {
             throw AgentError.conflict(
-                "\(spec.interface) already carries network fault \(holder); revert it first (one egress network fault per interface in this version)")
+                "\(spec.interface) already carries \(spec.direction.rawValue) network fault \(holder); revert it first (one per interface and direction in this version)")
         }
         let all = try Self.call { try nl.qdiscs(ifindex: ifindex) }
         var snapshot: Qdisc?
-        if let root = all.first(where: { $0.isRoot }) {
+        if ingress {
+            if let hook = all.first(where: { $0.parent == TCHandle.ingress }) {
+                throw AgentError.refused(
+                    "\(spec.interface) already has an \(hook.kind) qdisc (someone else's ingress hook); it is left untouched")
+            }
+            if try Self.call({ try nl.linkIndex(named: Self.ifbName(ifindex)) }) != nil {
+                throw AgentError.conflict(
+                    "\(Self.ifbName(ifindex)) exists but no active fault owns it; the agent removes it at its next start, or `chaos-agentd reap`")
+            }
+        } else if let root = all.first(where: { $0.isRoot }) {
             if TCHandle.major(root.handle) == Self.rootMajor {
                 throw AgentError.conflict(
                     "\(spec.interface) carries a chaos-agent qdisc (handle 4341:) that no active fault owns; the agent removes it at its next start, or `chaos-agentd reap`")
@@ -118,7 +130,7 @@ public struct NetworkDriver: FaultDriver {
         }
         let excluded = (spec.noDefaultExclusions ? [] : Self.defaultExcludedPorts) + spec.excludePorts
         let plan = Plan(
-            namespace: namespace, interface: spec.interface, ifindex: ifindex, snapshot: snapshot,
+            namespace: namespace, interface: spec.interface, ifindex: ifindex, ingress: ingress, snapshot: snapshot,
             netem: spec.isRateOnly ? nil : try Self.netem(spec), tbf: spec.isRateOnly ? Self.tbf(spec) : nil,
             rules: Self.rules(spec, excludedPorts: excluded), excludedPorts: excluded)
         if spec.noDefaultExclusions {
@@ -128,6 +140,7 @@ public struct NetworkDriver: FaultDriver {
         }
         let target: JSONValue = [
             "interface": .string(spec.interface), "ifindex": .number(Double(ifindex)), "namespace": .string("\(namespace)"),
+            "direction": .string(spec.direction.rawValue), "device": .string(ingress ? Self.ifbName(ifindex) : spec.interface),
             "qdisc": .string(plan.netem != nil ? "netem" : "tbf"),
             "previousRoot": .string(snapshot.map { "\($0.kind) \(TCHandle.describe($0.handle))" } ?? "kernel default"),
             "excludedPorts": .array(excluded.map { .number(Double($0)) }),
@@ -139,7 +152,16 @@ public struct NetworkDriver: FaultDriver {
     public func apply(plan json: JSONValue) async throws -> PreparedFault? {
         let plan = try json.decode(Plan.self)
         let nl = try Self.open(plan.namespace)
-        let i = plan.ifindex
+        var i = plan.ifindex
+        if plan.ingress {
+            let name = Self.ifbName(plan.ifindex)
+            try Self.call { try nl.createIFB(named: name) }
+            guard let ifb = try Self.call({ try nl.linkIndex(named: name) }) else {
+                throw AgentError.failed("created \(name) but cannot find it")
+            }
+            try Self.call { try nl.setLinkUp(index: ifb) }
+            i = ifb
+        }
         try Self.call {
             try nl.addQdisc(
                 ifindex: i, parent: TCHandle.root, handle: Self.rootHandle,
@@ -155,13 +177,28 @@ public struct NetworkDriver: FaultDriver {
                     classID: r.classID, action: nil)
             }
         }
-        try verify(plan, nl)
+        if plan.ingress {
+            // Last: only once the ifb's tree is complete does the interface's ingress start flowing through it.
+            try Self.call { try nl.addClsact(ifindex: plan.ifindex) }
+            try Self.call {
+                try nl.addU32Filter(
+                    ifindex: plan.ifindex, parent: TCHandle.clsactIngress, priority: 1, protocol: EtherType.all,
+                    match: .all, classID: nil, action: .mirredRedirectEgress(toIfindex: i))
+            }
+        }
+        try verify(plan, nl, treeIndex: i)
         return nil
     }
 
     /// Reads the tree back from the kernel and compares it with what was asked: a mismatch fails the apply.
-    func verify(_ plan: Plan, _ nl: RTNetlink) throws {
-        let qdiscs = try Self.call { try nl.qdiscs(ifindex: plan.ifindex) }
+    func verify(_ plan: Plan, _ nl: RTNetlink, treeIndex: Int32) throws {
+        if plan.ingress {
+            let hook = try Self.call { try nl.filters(ifindex: plan.ifindex, parent: TCHandle.clsactIngress) }
+            guard hook.contains(where: { $0.actions.contains(.mirredRedirectEgress(toIfindex: treeIndex)) }) else {
+                throw AgentError.failed("verify: no mirred redirect from \(plan.interface)'s ingress to \(Self.ifbName(plan.ifindex))")
+            }
+        }
+        let qdiscs = try Self.call { try nl.qdiscs(ifindex: treeIndex) }
         guard let root = qdiscs.first(where: { $0.isRoot }), root.handle == Self.rootHandle, root.kind == "prio" else {
             throw AgentError.failed("verify: the root qdisc of \(plan.interface) is not our prio 4341: after apply")
         }
@@ -176,7 +213,7 @@ public struct NetworkDriver: FaultDriver {
         default:
             throw AgentError.failed("verify: the fault qdisc on \(plan.interface) is \(child.kind), not what was asked")
         }
-        let filters = try Self.call { try nl.filters(ifindex: plan.ifindex, parent: Self.rootHandle) }
+        let filters = try Self.call { try nl.filters(ifindex: treeIndex, parent: Self.rootHandle) }
         for r in plan.rules {
             guard filters.contains(where: { $0.priority == r.priority && $0.classID == r.classID && $0.kind == "u32" }) else {
                 throw AgentError.failed("verify: filter prio \(r.priority) to \(TCHandle.describe(r.classID)) is missing on \(plan.interface)")
@@ -191,7 +228,14 @@ public struct NetworkDriver: FaultDriver {
             return  // the namespace is gone, and the tree with it
         }
         guard let name = try Self.call({ try nl.linkName(index: plan.ifindex) }), name == plan.interface else {
+            if plan.ingress, let ifb = try Self.call({ try nl.linkIndex(named: Self.ifbName(plan.ifindex)) }) {
+                try Self.call { try nl.deleteLink(index: ifb) }
+            }
             return  // the interface is gone (or was replaced): nothing of ours is left on it
+        }
+        if plan.ingress {
+            try Self.removeIngressHook(nl, ifindex: plan.ifindex)
+            return
         }
         let before = try Self.call { try nl.qdiscs(ifindex: plan.ifindex) }
         if before.contains(where: { $0.isRoot && $0.handle == Self.rootHandle }) {
@@ -223,7 +267,16 @@ public struct NetworkDriver: FaultDriver {
         var removed: [String] = []
         for ns in Self.allNamespaces() {
             guard let nl = try? RTNetlink(namespace: ns), let links = try? nl.links() else { continue }
-            for link in links {
+            for link in links where link.name.hasPrefix("ca-ifb") {
+                guard let real = Int32(link.name.dropFirst(6)), !live.contains("\(ns)|\(real)") else { continue }
+                do {
+                    try Self.removeIngressHook(nl, ifindex: real)
+                    removed.append("ingress redirect of ifindex \(real) to \(link.name), and \(link.name), in \(ns)")
+                } catch {
+                    removed.append("FAILED to remove \(link.name) in \(ns): \(error)")
+                }
+            }
+            for link in links where !link.name.hasPrefix("ca-ifb") {
                 guard !live.contains("\(ns)|\(link.index)"), let qdiscs = try? nl.qdiscs(ifindex: link.index),
                     let root = qdiscs.first(where: { $0.isRoot }), TCHandle.major(root.handle) == Self.rootMajor
                 else { continue }
@@ -237,6 +290,32 @@ public struct NetworkDriver: FaultDriver {
             }
         }
         return removed
+    }
+
+    /// `ca-ifb<ifindex>`: deterministic, so a revert after a crash finds it without a journaled index.
+    static func ifbName(_ ifindex: Int32) -> String { "ca-ifb\(ifindex)" }
+
+    /// Stops redirecting the interface's ingress, then deletes the ifb, in that order: an ingress redirected to a
+    /// device that no longer exists drops every packet. The clsact hook is deleted (with its filters) unless a filter
+    /// redirects to some other existing device (someone else's); then only our filter goes. The dump also lists u32's
+    /// hash-table entries, which carry no action: only actions count.
+    static func removeIngressHook(_ nl: RTNetlink, ifindex: Int32) throws {
+        let ifb = try call { try nl.linkIndex(named: ifbName(ifindex)) }
+        let hasHook = try call { try nl.qdiscs(ifindex: ifindex) }.contains { $0.parent == TCHandle.ingress && $0.kind == "clsact" }
+        if hasHook {
+            let filters = try call { try nl.filters(ifindex: ifindex, parent: TCHandle.clsactIngress) }
+            var foreign = false
+            for case .mirredRedirectEgress(let target) in filters.flatMap(\.actions) where target != ifb {
+                // A redirect to a device that is gone is a black hole, never something to keep.
+                if (try? nl.linkName(index: target)) != nil { foreign = true }
+            }
+            if !foreign {
+                try call { try nl.deleteQdisc(ifindex: ifindex, parent: TCHandle.ingress, handle: TCHandle.clsactHandle) }
+            } else {
+                try call { try nl.deleteFilter(ifindex: ifindex, parent: TCHandle.clsactIngress, priority: 1, protocol: EtherType.all) }
+            }
+        }
+        if let ifb { try call { try nl.deleteLink(index: ifb) } }
     }
 
     /// The agent's own namespace, the named ones, and one process per other namespace found in /proc.
