@@ -27,6 +27,7 @@ import signal
 import socket
 import subprocess
 import sys
+from pathlib import Path
 import tempfile
 import threading
 import time
@@ -72,16 +73,9 @@ def dist(values):
 # HTTP over the Unix socket
 
 
-class UnixHTTPConnection(http.client.HTTPConnection):
-    def __init__(self, path, timeout=30):
-        super().__init__("localhost", timeout=timeout)
-        self.unix_path = path
-
-    def connect(self):
-        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        s.settimeout(self.timeout)
-        s.connect(self.unix_path)
-        self.sock = s
+# The host test suite's connection class (stdlib only), so both speak to the socket the same way.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests" / "host"))
+from chaoslib import UnixHTTPConnection  # noqa: E402
 
 
 class Client:

@@ -115,7 +115,7 @@ public final class Journal: Sendable {
     }
 
     deinit {
-        state.withLock { close($0.fd) }
+        _ = state.withLock { close($0.fd) }
     }
 
     /// Reads every record from disk. Call once after opening; then `compact()` to drop what is finished and any

@@ -119,18 +119,17 @@ public actor LeaseEngine {
                 ])
         }
         for j in replay.unreverted {
-            var lease = Lease(
-                id: j.id, kind: j.kind, spec: j.spec, target: j.target, plan: j.plan, claims: j.claims,
-                owner: j.owner, labels: j.labels, createdAt: j.createdAt, expiresAt: j.expiresAt, ttl: j.ttl,
-                state: .reverting, error: nil)
-            insert(lease)
+            insert(
+                Lease(
+                    id: j.id, kind: j.kind, spec: j.spec, target: j.target, plan: j.plan, claims: j.claims,
+                    owner: j.owner, labels: j.labels, createdAt: j.createdAt, expiresAt: j.expiresAt, ttl: j.ttl,
+                    state: .reverting, error: nil))
             var outcome = await performRevert(j.id, reason: "recovered")
             // A couple of quick retries before giving up on a clean start; the scheduler keeps retrying after.
             for delay in [0.05, 0.2] where outcome.state != .reverted {
                 try? await Task.sleep(for: .seconds(delay))
                 outcome = await performRevert(j.id, reason: "recovered")
             }
-            lease = leases[j.id] ?? lease
             if outcome.state == .reverted { report.reverted.append(outcome) } else { report.stillPending.append(outcome) }
         }
         let livePlans = leases.values.filter { !$0.state.isFinal }.map(\.plan)

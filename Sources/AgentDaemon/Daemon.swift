@@ -78,7 +78,7 @@ public final class Daemon: Sendable {
                 gracefulShutdownSignals: [.sigterm, .sigint],
                 logger: logger))
         try await serviceGroup.run()
-        return await leases.pending.value
+        return leases.pending.value
     }
 }
 

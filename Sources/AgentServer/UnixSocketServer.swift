@@ -201,15 +201,14 @@ public final class UnixSocketServer: Service, Sendable {
                             method: h.method.rawValue, path: h.uri, headers: headers,
                             body: Data(body.readableBytesView))
                         let response = await router.handle(request, caller: caller)
-                        if case .json = response, caller.role == .writer || response.status >= 400 {
-                            if h.method != .GET {
-                                logger.info(
-                                    "request",
-                                    metadata: [
-                                        "event": "api", "caller": "\(caller.identity)", "pid": "\(cred.pid)",
-                                        "method": "\(h.method.rawValue)", "path": "\(h.uri)", "status": "\(response.status)",
-                                    ])
-                            }
+                        // Audit: every call that may change something, with who made it and the outcome.
+                        if h.method != .GET && h.method != .HEAD {
+                            logger.info(
+                                "request",
+                                metadata: [
+                                    "event": "api", "caller": "\(caller.identity)", "pid": "\(cred.pid)",
+                                    "method": "\(h.method.rawValue)", "path": "\(h.uri)", "status": "\(response.status)",
+                                ])
                         }
                         let keepAlive = h.isKeepAlive
                         try await write(response, head: h, to: outbound, close: !keepAlive)

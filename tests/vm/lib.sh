@@ -125,3 +125,19 @@ stop_agent() {
 
 # json_faults - the faults array from `ctl --json list` (accepts {"faults":[...]} or a bare array) on stdin.
 json_faults() { jq -c 'if type == "array" then . else .faults end'; }
+
+# netns_rtt NETNS DST [COUNT] [INTERVAL] - average ping RTT in ms from NETNS to DST.
+netns_rtt() {
+  ip netns exec "$1" ping -q -n -c "${3:-20}" -i "${4:-0.02}" "$2" | awk -F'/' '/^rtt|^round-trip/ { print $5 }'
+}
+
+# tcp_connect_time NETNS DST PORT - the fastest of 5 TCP connects (seconds) from NETNS, in one process so interpreter
+# start-up under TCG does not count.
+tcp_connect_time() {
+  ip netns exec "$1" python3 -c "
+import socket, time
+best = 9
+for _ in range(5):
+    s = socket.socket(); s.settimeout(5); t = time.monotonic(); s.connect(('$2', $3)); best = min(best, time.monotonic() - t); s.close()
+print('%.4f' % best)"
+}

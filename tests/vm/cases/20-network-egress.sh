@@ -14,21 +14,9 @@ ip -n cb addr add 10.77.0.3/24 dev veth-b
 ip -n ca link set veth-a up; ip -n ca link set lo up
 ip -n cb link set veth-b up; ip -n cb link set lo up
 
-# avg RTT in ms of N pings at interval I from ca to DST
-rtt() { ip netns exec ca ping -q -n -c "${2:-20}" -i "${3:-0.02}" "$1" | awk -F'/' '/^rtt|^round-trip/ { print $5 }'; }
 tree() { ip netns exec ca tc qdisc show dev veth-a; ip netns exec ca tc filter show dev veth-a 2>/dev/null; }
-# the fastest of 5 TCP connects (seconds) from ca to DST PORT (a listener in cb), in one process so interpreter
-# start-up under TCG does not count
-connect_time() {
-  ip netns exec ca python3 -c "
-import socket, time
-best = 9
-for _ in range(5):
-    s = socket.socket(); s.settimeout(5); t = time.monotonic(); s.connect(('$1', $2)); best = min(best, time.monotonic() - t); s.close()
-print('%.4f' % best)"
-}
 
-base=$(rtt 10.77.0.2); base3=$(rtt 10.77.0.3)
+base=$(netns_rtt ca 10.77.0.2); base3=$(netns_rtt ca 10.77.0.3)
 log "baseline RTT: 10.77.0.2 ${base} ms, 10.77.0.3 ${base3} ms"
 before=$(tree)
 log "tree before: $before"
@@ -37,9 +25,9 @@ ip netns exec cb python3 -m http.server 22 --bind 10.77.0.2 >/dev/null 2>&1 &
 srv22=$!; on_exit "kill $srv22 2>/dev/null"
 ip netns exec cb python3 -m http.server 8080 --bind 10.77.0.2 >/dev/null 2>&1 &
 srv80=$!; on_exit "kill $srv80 2>/dev/null"
-wait_for "connect_time 10.77.0.2 22 >/dev/null 2>&1" 30 || fail "test listener on :22 did not come up"
-wait_for "connect_time 10.77.0.2 8080 >/dev/null 2>&1" 30 || fail "test listener on :8080 did not come up"
-b22=$(connect_time 10.77.0.2 22); b80=$(connect_time 10.77.0.2 8080)
+wait_for "tcp_connect_time ca 10.77.0.2 22 >/dev/null 2>&1" 30 || fail "test listener on :22 did not come up"
+wait_for "tcp_connect_time ca 10.77.0.2 8080 >/dev/null 2>&1" 30 || fail "test listener on :8080 did not come up"
+b22=$(tcp_connect_time ca 10.77.0.2 22); b80=$(tcp_connect_time ca 10.77.0.2 8080)
 log "baseline TCP connect: port 22 ${b22}s, port 8080 ${b80}s"
 
 start_agent
@@ -50,13 +38,13 @@ id=$(ctl inject network --netns ca --interface veth-a --delay 100ms --ttl "${ttl
 log "tree during: $(tree)"
 grep -q "netem 4342:.*delay 100ms" <<<"$(tree)" || fail "no netem 4342: with delay 100ms in the dump"
 grep -q "prio 4341:" <<<"$(tree)" || fail "no prio 4341: root in the dump"
-d=$(rtt 10.77.0.2)
+d=$(netns_rtt ca 10.77.0.2)
 log "RTT with delay 100ms: $d ms"
 assert_ge "$d" "$(awk -v b="$base" 'BEGIN { print b + 90 }')" "RTT with 100 ms delay"
 assert_lt "$d" "$(awk -v b="$base" 'BEGIN { print b + 110 }')" "RTT with 100 ms delay"
 
 # SSH is excluded by default: a connect to port 22 is not delayed, to port 8080 it is.
-c22=$(connect_time 10.77.0.2 22); c80=$(connect_time 10.77.0.2 8080)
+c22=$(tcp_connect_time ca 10.77.0.2 22); c80=$(tcp_connect_time ca 10.77.0.2 8080)
 log "TCP connect during delay: port 22 ${c22}s, port 8080 ${c80}s"
 assert_lt "$c22" "$(awk -v b="$b22" 'BEGIN { print b + 0.02 }')" "connect to :22 (excluded) under a 100 ms delay fault"
 assert_ge "$c80" "$(awk -v b="$b80" 'BEGIN { print b + 0.09 }')" "connect to :8080 under a 100 ms delay fault"
@@ -64,7 +52,7 @@ assert_ge "$c80" "$(awk -v b="$b80" 'BEGIN { print b + 0.09 }')" "connect to :80
 ctl revert "$id" >/dev/null || fail "revert exited $?"
 after=$(tree)
 assert_eq "$before" "$after" "qdisc/filter tree after revert"
-d=$(rtt 10.77.0.2)
+d=$(netns_rtt ca 10.77.0.2)
 assert_lt "$d" "$(awk -v b="$base" 'BEGIN { print b + 5 }')" "RTT after revert"
 
 # 2. Loss 20 % over 2,000 packets: within +-3 points.
@@ -107,7 +95,7 @@ assert_eq "$before" "$(tree)" "tree after rate revert"
 # 3. Targeted: only 10.77.0.2 slowed; 10.77.0.3 within 1 ms of its baseline.
 id=$(ctl inject network --netns ca --interface veth-a --delay 100ms --to 10.77.0.2/32 --ttl "${ttl}s") ||
   fail "inject targeted exited $?"
-t2=$(rtt 10.77.0.2); t3=$(rtt 10.77.0.3)
+t2=$(netns_rtt ca 10.77.0.2); t3=$(netns_rtt ca 10.77.0.3)
 log "targeted: 10.77.0.2 ${t2} ms, 10.77.0.3 ${t3} ms"
 assert_ge "$t2" "$(awk -v b="$base" 'BEGIN { print b + 90 }')" "RTT of the target"
 assert_lt "$t3" "$(awk -v b="$base3" 'BEGIN { print b + 1 }')" "RTT of the other destination"
@@ -139,6 +127,6 @@ kill -KILL "$AGENT_PID"; wait "$AGENT_PID" 2>/dev/null || true; AGENT_PID=
 grep -q "netem" <<<"$(tree)" || fail "the fault vanished with the agent before reap"
 "$CHAOS_BIN/chaos-agentd" reap --state-dir "$STATE" || fail "reap exited $?"
 assert_eq "$before" "$(tree)" "tree after SIGKILL + reap"
-d=$(rtt 10.77.0.2)
+d=$(netns_rtt ca 10.77.0.2)
 assert_lt "$d" "$(awk -v b="$base" 'BEGIN { print b + 5 }')" "RTT after reap"
 log "network egress: all checks passed"

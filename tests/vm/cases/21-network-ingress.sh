@@ -11,24 +11,15 @@ ip -n ca addr add 10.78.0.1/24 dev veth-a
 ip -n cb addr add 10.78.0.2/24 dev veth-b
 ip -n ca link set veth-a up; ip -n cb link set veth-b up
 
-rtt() { ip netns exec ca ping -q -n -c 20 -i 0.02 "$1" | awk -F'/' '/^rtt|^round-trip/ { print $5 }'; }
 state_b() { ip -n cb -br link show | awk '{print $1}' | sort; tc -n cb qdisc show dev veth-b; tc -n cb filter show dev veth-b ingress 2>/dev/null; }
-connect_time() {
-  ip netns exec ca python3 -c "
-import socket, time
-best = 9
-for _ in range(5):
-    s = socket.socket(); s.settimeout(5); t = time.monotonic(); s.connect(('$1', $2)); best = min(best, time.monotonic() - t); s.close()
-print('%.4f' % best)"
-}
 
-base=$(rtt 10.78.0.2)
+base=$(netns_rtt ca 10.78.0.2)
 before=$(state_b)
 log "baseline RTT ${base} ms; cb before: $before"
 ip netns exec cb python3 -m http.server 22 --bind 10.78.0.2 >/dev/null 2>&1 &
 srv=$!; on_exit "kill $srv 2>/dev/null"
-wait_for "connect_time 10.78.0.2 22 >/dev/null 2>&1" 30 || fail "listener on :22 did not come up"
-b22=$(connect_time 10.78.0.2 22)
+wait_for "tcp_connect_time ca 10.78.0.2 22 >/dev/null 2>&1" 30 || fail "listener on :22 did not come up"
+b22=$(tcp_connect_time ca 10.78.0.2 22)
 
 start_agent
 ttl=$(ttl_for 60)
@@ -39,17 +30,17 @@ log "cb during: $during"
 grep -q "ca-ifb" <<<"$during" || fail "no ca-ifb device during the fault"
 grep -q "clsact" <<<"$during" || fail "no clsact on veth-b during the fault"
 grep -q "netem 4342:.*delay 100ms" <<<"$(tc -n cb qdisc show)" || fail "no netem on the ifb: $(tc -n cb qdisc show)"
-d=$(rtt 10.78.0.2)
+d=$(netns_rtt ca 10.78.0.2)
 log "RTT with ingress delay 100ms on the receiver: $d ms"
 assert_ge "$d" "$(awk -v b="$base" 'BEGIN { print b + 90 }')" "RTT with 100 ms ingress delay"
 assert_lt "$d" "$(awk -v b="$base" 'BEGIN { print b + 110 }')" "RTT with 100 ms ingress delay"
-c22=$(connect_time 10.78.0.2 22)
+c22=$(tcp_connect_time ca 10.78.0.2 22)
 log "connect to :22 during the ingress fault: ${c22}s (baseline ${b22}s)"
 assert_lt "$c22" "$(awk -v b="$b22" 'BEGIN { print b + 0.02 }')" "connect to :22 (excluded) under an ingress delay"
 
 ctl revert "$id" >/dev/null || fail "revert exited $?"
 assert_eq "$before" "$(state_b)" "cb after revert"
-d=$(rtt 10.78.0.2)
+d=$(netns_rtt ca 10.78.0.2)
 assert_lt "$d" "$(awk -v b="$base" 'BEGIN { print b + 5 }')" "RTT after revert"
 
 # SIGKILL mid-fault, then reap.
