@@ -201,6 +201,7 @@ public actor LeaseEngine {
 
         var context = context
         context.heldClaims = claimHolders
+        let started = ContinuousClock.now
         let prepared = try driver.prepare(spec: request.spec, context: context)
         for claim in prepared.claims {
             if let holder = claimHolders[claim] {
@@ -284,6 +285,7 @@ public actor LeaseEngine {
                 "event": "apply", "lease": "\(id)", "kind": "\(lease.kind)", "owner": "\(lease.owner)",
                 "outcome": "active", "ttl": "\(lease.ttl)", "expiresAt": "\(RFC3339.format(lease.expiresAt))",
                 "target": "\(Self.compactJSON(lease.target))",
+                "applyMs": "\(String(format: "%.3f", (ContinuousClock.now - started).seconds * 1000))",
             ])
         prune()
         return lease.object

@@ -105,6 +105,17 @@ assert_eq 3 "$rc" "exit status of a second network fault on the same interface"
 ctl revert "$id" >/dev/null
 assert_eq "$before" "$(tree)" "tree after targeted revert"
 
+# 3b. The same namespace addressed through a process in it (--netns-pid, as for a container).
+ip netns exec ca sleep 600 &
+inns=$!; on_exit "kill $inns 2>/dev/null"
+id=$(ctl inject network --netns-pid "$inns" --interface veth-a --delay 100ms --ttl "${ttl}s") ||
+  fail "inject --netns-pid exited $?"
+d=$(netns_rtt ca 10.77.0.2)
+log "RTT with delay 100ms via --netns-pid: $d ms"
+assert_ge "$d" "$(awk -v b="$base" 'BEGIN { print b + 90 }')" "RTT with a --netns-pid delay"
+ctl revert "$id" >/dev/null
+assert_eq "$before" "$(tree)" "tree after --netns-pid revert"
+
 # 4. A pre-existing tbf root is restored exactly.
 ip netns exec ca tc qdisc add dev veth-a root tbf rate 500mbit burst 64kb latency 40ms
 tuned=$(tree)
