@@ -126,17 +126,13 @@ struct WatchdogService: Service {
 
     func run() async throws {
         guard let interval = notifier.watchdogPingInterval else { return }
-        while !Task.isCancelledOrShuttingDown {
+        while !Task.isCancelled && !Task.isShuttingDownGracefully {
             do { try await cancelWhenGracefulShutdown { try await Task.sleep(for: interval) } } catch { return }
             let active = await engine.ping()
             _ = notifier.watchdog()
             _ = notifier.status("serving; \(active) active fault(s)")
         }
     }
-}
-
-extension Task where Success == Never, Failure == Never {
-    static var isCancelledOrShuttingDown: Bool { Task.isCancelled || Task.isShuttingDownGracefully }
 }
 
 /// Builds `GET /v1/status`.

@@ -262,7 +262,7 @@ public struct NetworkDriver: FaultDriver {
     /// namespace under /run/netns, and every other network namespace a process is in. The root they replaced is not
     /// known (its snapshot was in the lost journal entry), so the kernel's default comes back; said so in the line.
     public func reconcileOrphans(livePlans: [JSONValue]) async -> [String] {
-        guard availability().available || host.netlink else { return [] }
+        guard host.netlink else { return [] }
         let live = Set(livePlans.compactMap { try? $0.decode(Plan.self) }.map { "\($0.namespace)|\($0.ifindex)" })
         var removed: [String] = []
         for ns in Self.allNamespaces() {

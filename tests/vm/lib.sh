@@ -141,3 +141,15 @@ for _ in range(5):
     s = socket.socket(); s.settimeout(5); t = time.monotonic(); s.connect(('$2', $3)); best = min(best, time.monotonic() - t); s.close()
 print('%.4f' % best)"
 }
+
+# veth_netns_pair NS_A NS_B CIDR_A CIDR_B - two fresh network namespaces joined by veth-a (in NS_A, CIDR_A) and
+# veth-b (in NS_B, CIDR_B), both up; removed when the case ends.
+veth_netns_pair() {
+  ip netns add "$1" && on_exit "ip netns del $1"
+  ip netns add "$2" && on_exit "ip netns del $2"
+  ip link add veth-a netns "$1" type veth peer name veth-b netns "$2"
+  ip -n "$1" addr add "$3" dev veth-a
+  ip -n "$2" addr add "$4" dev veth-b
+  ip -n "$1" link set veth-a up; ip -n "$1" link set lo up
+  ip -n "$2" link set veth-b up; ip -n "$2" link set lo up
+}

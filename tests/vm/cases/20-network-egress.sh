@@ -5,14 +5,8 @@
 # vm-timeout: 480
 
 modprobe sch_netem 2>/dev/null || true
-ip netns add ca && on_exit "ip netns del ca"
-ip netns add cb && on_exit "ip netns del cb"
-ip link add veth-a netns ca type veth peer name veth-b netns cb
-ip -n ca addr add 10.77.0.1/24 dev veth-a
-ip -n cb addr add 10.77.0.2/24 dev veth-b
+veth_netns_pair ca cb 10.77.0.1/24 10.77.0.2/24
 ip -n cb addr add 10.77.0.3/24 dev veth-b
-ip -n ca link set veth-a up; ip -n ca link set lo up
-ip -n cb link set veth-b up; ip -n cb link set lo up
 
 tree() { ip netns exec ca tc qdisc show dev veth-a; ip netns exec ca tc filter show dev veth-a 2>/dev/null; }
 

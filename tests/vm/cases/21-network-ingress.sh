@@ -4,12 +4,7 @@
 # vm-timeout: 360
 
 modprobe sch_netem 2>/dev/null || true
-ip netns add ca && on_exit "ip netns del ca"
-ip netns add cb && on_exit "ip netns del cb"
-ip link add veth-a netns ca type veth peer name veth-b netns cb
-ip -n ca addr add 10.78.0.1/24 dev veth-a
-ip -n cb addr add 10.78.0.2/24 dev veth-b
-ip -n ca link set veth-a up; ip -n cb link set veth-b up
+veth_netns_pair ca cb 10.78.0.1/24 10.78.0.2/24
 
 state_b() { ip -n cb -br link show | awk '{print $1}' | sort; tc -n cb qdisc show dev veth-b; tc -n cb filter show dev veth-b ingress 2>/dev/null; }
 
