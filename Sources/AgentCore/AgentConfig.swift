@@ -14,6 +14,9 @@ public struct AgentConfig: Sendable, Equatable {
     public var maxBody = 64 * 1024
     public var maxTTL: Duration = .seconds(3600)
     public var protectedProcesses = ["sshd", "systemd-journald"]
+    /// Which tc classifier network faults target traffic with: `auto` (flower where the kernel has it, else u32),
+    /// `u32` or `flower`.
+    public var networkClassifier = "auto"
 
     public init() {}
 
@@ -40,7 +43,7 @@ public struct AgentConfig: Sendable, Equatable {
             throw ConfigError("\(source): \(e.description) at line \(e.source.begin.line), column \(e.source.begin.column)")
         }
         var c = AgentConfig()
-        try checkKeys(table, allowed: ["agent", "policy", "remote", "metrics"], section: nil, source: source)
+        try checkKeys(table, allowed: ["agent", "policy", "network", "remote", "metrics"], section: nil, source: source)
         if table["remote"] != nil || table["metrics"] != nil {
             throw ConfigError(
                 "\(source): [remote] and [metrics] arrive with the remote-control release and are not supported by this version")
@@ -85,6 +88,15 @@ public struct AgentConfig: Sendable, Equatable {
                     names.append(s)
                 }
                 c.protectedProcesses = names
+            }
+        }
+        if let network = try section(table, "network", source) {
+            try checkKeys(network, allowed: ["classifier"], section: "network", source: source)
+            if let v = try string(network, "classifier", "network", source) {
+                guard ["auto", "u32", "flower"].contains(v) else {
+                    throw ConfigError("\(source): [network] classifier '\(v)' must be \"auto\", \"u32\" or \"flower\"")
+                }
+                c.networkClassifier = v
             }
         }
         return c

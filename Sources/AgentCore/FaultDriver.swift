@@ -9,11 +9,17 @@ public struct FaultContext: Sendable {
     /// Claims held by active faults (claim -> fault id), filled in by the engine before `prepare`, so a driver can
     /// tell "already done by another fault" (409) from other refusals.
     public var heldClaims: [String: String]
+    /// Plans of this kind's faults that are not over yet (fault id -> plan), filled in by the engine before
+    /// `prepare`, so a driver can share host objects between faults (several network faults on one interface).
+    public var livePlans: [String: JSONValue]
 
-    public init(owner: String, callerPID: Int32? = nil, heldClaims: [String: String] = [:]) {
+    public init(
+        owner: String, callerPID: Int32? = nil, heldClaims: [String: String] = [:], livePlans: [String: JSONValue] = [:]
+    ) {
         self.owner = owner
         self.callerPID = callerPID
         self.heldClaims = heldClaims
+        self.livePlans = livePlans
     }
 }
 

@@ -201,6 +201,8 @@ public actor LeaseEngine {
 
         var context = context
         context.heldClaims = claimHolders
+        context.livePlans = Dictionary(
+            uniqueKeysWithValues: leases.values.filter { $0.kind == request.kind && !$0.state.isFinal }.map { ($0.id, $0.plan) })
         let started = ContinuousClock.now
         let prepared = try driver.prepare(spec: request.spec, context: context)
         for claim in prepared.claims {
@@ -434,6 +436,7 @@ public actor LeaseEngine {
             lease.state = .reverting
             leases[id] = lease
         }
+        let started = ContinuousClock.now
         do {
             guard let driver = drivers[lease.kind] else {
                 throw AgentError.failed("this agent has no driver for kind '\(lease.kind)' to revert it with")
@@ -477,6 +480,7 @@ public actor LeaseEngine {
                     "event": "revert", "lease": "\(id)", "kind": "\(lease.kind)", "owner": "\(lease.owner)",
                     "outcome": "reverted", "reason": "\(reason)",
                     "lagMs": "\(reason == "expired" ? String(format: "%.3f", lagMs) : "-")",
+                    "revertMs": "\(String(format: "%.3f", (ContinuousClock.now - started).seconds * 1000))",
                 ])
         } else {
             emit(.failed, lease.object)

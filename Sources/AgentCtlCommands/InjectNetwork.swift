@@ -11,11 +11,14 @@ struct InjectNetwork: InjectKind {
             Installed directly over rtnetlink; the interface's previous qdisc tree comes back exactly at the end. \
             By default SSH (port 22) and the agent's own listener are never touched (--exclude-port and \
             --exclude-to add more; --no-default-exclusions removes them, loudly). With --to/--from/--port/--protocol \
-            only that traffic is faulted. Percentages: 5%, 0.5%. Rates: 1mbit, 100kbit, 10MB/s.
+            only that traffic is faulted. Several faults may share an interface when their traffic is disjoint \
+            (different --to, --port, ...); one that could overlap an active fault is refused (exit 3) naming it. \
+            Percentages: 5%, 0.5%. Rates: 1mbit, 100kbit, 10MB/s.
 
             EXAMPLES
               chaos-agentctl inject network --interface eth0 --delay 100ms --jitter 10ms --loss 1% \\
                   --to 10.1.0.0/16 --port 5432 --ttl 5m
+              chaos-agentctl inject network --interface eth0 --delay 300ms --to 10.2.0.0/16 --ttl 5m   # beside the first
               chaos-agentctl inject network --interface eth0 --rate 1mbit --ttl 2m
               chaos-agentctl inject network --interface eth0 --direction ingress --loss 20% --ttl 1m
               chaos-agentctl inject network --netns blue --interface veth0 --delay 50ms --ttl 30s --wait

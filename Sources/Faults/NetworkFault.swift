@@ -7,52 +7,89 @@ import Netlink
 /// `network`: netem (or tbf for a pure bandwidth limit) on an interface, over rtnetlink, for all its traffic or only
 /// the targeted part, never for SSH unless told so; the interface's previous root qdisc comes back exactly.
 ///
-/// The tree it installs on the device (our reserved major 0x4341 "CA", below the kernel's auto range 0x8000+):
+/// The tree on the device (our reserved majors 0x4341.. "CA", below the kernel's auto range 0x8000+) is shared by up
+/// to 13 faults with disjoint targets, one band ("slot") each:
 /// ```
-/// root prio 4341: bands 4 (default priomap: unclassified traffic goes to bands 0-2 as before)
-///   band 4 (classid 4341:4) -> netem/tbf 4342:
-/// filters at 4341:  prio 1..   exclusions (SSH, --exclude-port, --exclude-to) -> 4341:1 (a normal band)
-///                   prio 100.. the target (or all IPv4 and IPv6; never ARP)  -> 4341:4
+/// root prio 4341: bands 16 (default priomap: unclassified traffic goes to bands 0-2 as before)
+///   band 4+s (classid 4341:<4+s>) -> netem/tbf <4342+s>:      for slot s = 0...12
+/// filters at 4341:  prio 100(s+1)...   slot s's exclusions (SSH, --exclude-port, --exclude-to), each narrowed to
+///                                       the slot's target                              -> 4341:1 (a normal band)
+///                   then                slot s's target (or all IPv4 and IPv6; never ARP) -> 4341:<4+s>
 /// ```
+/// The first fault on an interface installs the root (after snapshotting the one it replaces); later ones only add
+/// their band and filters; the last one to go removes the root and restores the snapshot, which every fault's plan
+/// carries, so any of them can be last, also after a crash. Ingress faults build the same tree on an ifb
+/// (`ca-ifb<ifindex>`) that the interface's ingress is redirected to. Apply and revert hold one lock, so two faults'
+/// changes to one tree never interleave.
 public struct NetworkDriver: FaultDriver {
     public let kind = "network"
     let host: HostFacts
     let logger: Logger
 
     static let rootMajor: UInt16 = 0x4341
-    static let faultMajor: UInt16 = 0x4342
+    static let firstFaultMajor: UInt16 = 0x4342
+    static let bands = 16
+    /// Bands 4...16 carry faults.
+    static let slots = 13
     static var rootHandle: UInt32 { TCHandle.make(major: rootMajor, minor: 0) }
-    static var faultHandle: UInt32 { TCHandle.make(major: faultMajor, minor: 0) }
     static var passClass: UInt32 { TCHandle.make(major: rootMajor, minor: 1) }
-    static var faultClass: UInt32 { TCHandle.make(major: rootMajor, minor: 4) }
+    static func faultClass(slot: Int) -> UInt32 { TCHandle.make(major: rootMajor, minor: UInt16(4 + slot)) }
+    static func faultHandle(slot: Int) -> UInt32 { TCHandle.make(major: firstFaultMajor + UInt16(slot), minor: 0) }
+    /// The slot a fault qdisc's handle belongs to, or nil if the handle is not one of ours.
+    static func slot(ofHandle handle: UInt32) -> Int? {
+        let major = Int(TCHandle.major(handle)) - Int(firstFaultMajor)
+        return (0..<slots).contains(major) && TCHandle.minor(handle) == 0 ? major : nil
+    }
+    /// Filter priorities of slot `s`: 100(s+1) ..< 100(s+2).
+    static func priorities(slot: Int) -> Range<UInt16> { UInt16(100 * (slot + 1))..<UInt16(100 * (slot + 2)) }
     static let defaultExcludedPorts: [UInt16] = [22]
+    /// Serializes every change to the trees this driver manages (apply and revert may run concurrently otherwise).
+    static let treeLock = NSLock()
 
-    /// One u32 rule of the tree.
+    /// One filter of the tree.
     struct Rule: Codable, Sendable, Equatable {
         var priority: UInt16
         var etherType: UInt16
         var match: U32Match
         var classID: UInt32
+        /// "u32" or "flower".
+        var classifier: String
     }
 
     struct Plan: Codable, Sendable, Equatable {
         var namespace: NetworkNamespace
+        /// The namespace's inode: faults reaching one namespace by name and by pid still meet.
+        var namespaceInode: UInt64
         var interface: String
         var ifindex: Int32
         /// Ingress faults shape an ifb (`ca-ifb<ifindex>`) that the interface's ingress is redirected to.
-        var ingress: Bool = false
-        /// The root qdisc before the fault; nil when it was the kernel's default (deleting ours brings it back).
+        var ingress: Bool
+        var slot: Int
+        var selector: TrafficSelector
+        /// The root qdisc before the first fault on this tree; nil when it was the kernel's default (deleting ours
+        /// brings it back).
         var snapshot: Qdisc?
         var netem: Netem?
         var tbf: TBF?
         var rules: [Rule]
         var excludedPorts: [UInt16]
+
+        func sharesTree(with other: Plan) -> Bool {
+            namespaceInode == other.namespaceInode && ifindex == other.ifindex && ingress == other.ingress
+        }
     }
 
-    public init(host: HostFacts, logger: Logger) {
+    /// `auto`, `u32` or `flower` (the `[network] classifier` setting).
+    let classifier: String
+
+    public init(host: HostFacts, logger: Logger, classifier: String = "auto") {
         self.host = host
         self.logger = logger
+        self.classifier = classifier
     }
+
+    /// flower parses real headers (IPv4 options, IPv6 extension headers); u32 is everywhere.
+    var usesFlower: Bool { classifier == "flower" || classifier == "auto" && host.trafficControl?["flower"] == true }
 
     public func availability() -> KindAvailability {
         let tc = host.trafficControl ?? [:]
@@ -62,7 +99,7 @@ public struct NetworkDriver: FaultDriver {
         if host.euid != 0 && !host.capabilities.contains("CAP_NET_ADMIN") {
             return KindAvailability(kind: kind, available: false, reason: "the agent lacks CAP_NET_ADMIN")
         }
-        let missing = ["netem", "prio", "u32"].filter { tc[$0] != true }
+        let missing = ["netem", "prio", usesFlower ? "flower" : "u32"].filter { tc[$0] != true }
         if !missing.isEmpty {
             return KindAvailability(
                 kind: kind, available: false,
@@ -91,48 +128,50 @@ public struct NetworkDriver: FaultDriver {
         } else {
             namespace = .current
         }
+        guard let nsInode = Self.inode(of: namespace) else { throw AgentError.refused("\(namespace) does not exist") }
         let nl = try Self.open(namespace)
         guard let ifindex = try Self.call({ try nl.linkIndex(named: spec.interface) }) else {
             throw AgentError.refused("no interface '\(spec.interface)' in \(namespace)", field: "spec.interface")
         }
-        let claim = "netdev:\(namespace):\(ifindex):\(spec.direction.rawValue)"
-        if let holder = context.heldClaims[claim] {
-            throw AgentError.conflict(
-                "\(spec.interface) already carries \(spec.direction.rawValue) network fault \(holder); revert it first (one per interface and direction in this version)")
-        }
-        let all = try Self.call { try nl.qdiscs(ifindex: ifindex) }
-        var snapshot: Qdisc?
-        if ingress {
-            if let hook = all.first(where: { $0.parent == TCHandle.ingress }) {
-                throw AgentError.refused(
-                    "\(spec.interface) already has an \(hook.kind) qdisc (someone else's ingress hook); it is left untouched")
-            }
-            if try Self.call({ try nl.linkIndex(named: Self.ifbName(ifindex)) }) != nil {
-                throw AgentError.conflict(
-                    "\(Self.ifbName(ifindex)) exists but no active fault owns it; the agent removes it at its next start, or `chaos-agentd reap`")
-            }
-        } else if let root = all.first(where: { $0.isRoot }) {
-            if TCHandle.major(root.handle) == Self.rootMajor {
-                throw AgentError.conflict(
-                    "\(spec.interface) carries a chaos-agent qdisc (handle 4341:) that no active fault owns; the agent removes it at its next start, or `chaos-agentd reap`")
-            }
-            if !root.isKernelDefault {
-                if let why = root.restoreLimitation {
-                    throw AgentError.refused(
-                        "\(spec.interface) has a root qdisc '\(root.kind)' (handle \(TCHandle.describe(root.handle))) that the agent cannot restore faithfully: \(why); it is left untouched")
-                }
-                if root.handle != 0, let child = all.first(where: { !$0.isRoot && TCHandle.major($0.parent) == TCHandle.major(root.handle) }) {
-                    throw AgentError.refused(
-                        "\(spec.interface)'s root qdisc '\(root.kind)' has a child qdisc '\(child.kind)' under \(TCHandle.describe(child.parent)); the agent snapshots only single qdiscs, so it is left untouched")
-                }
-                snapshot = root
-            }
-        }
         let excluded = (spec.noDefaultExclusions ? [] : Self.defaultExcludedPorts) + spec.excludePorts
+        let selector = spec.selector
+        if let port = selector.port, excluded.contains(port) {
+            throw AgentError.refused(
+                "port \(port) is excluded (\(spec.noDefaultExclusions ? "--exclude-port" : "SSH guard")), so the fault would touch nothing; \(Self.defaultExcludedPorts.contains(port) ? "pass noDefaultExclusions (--no-default-exclusions) to fault it on purpose" : "drop it from excludePort")",
+                field: "spec.port")
+        }
+        if let to = selector.to, let cover = spec.excludeTo.first(where: { $0.contains(to) }) {
+            throw AgentError.refused("\(to) lies inside excludeTo \(cover), so the fault would touch nothing", field: "spec.to")
+        }
+
+        // Faults already on this tree: the new one must target disjoint traffic and gets a free band.
+        let siblings = context.livePlans.compactMap { id, json in (try? json.decode(Plan.self)).map { (id, $0) } }
+            .filter { $0.1.namespaceInode == nsInode && $0.1.ifindex == ifindex && $0.1.ingress == ingress }
+            .sorted { $0.0 < $1.0 }
+        let where_ = "\(spec.interface) (\(spec.direction.rawValue))"
+        if let (id, other) = siblings.first(where: { $0.1.selector.overlaps(selector) }) {
+            throw AgentError.conflict(
+                "\(where_) already carries network fault \(id) on \(other.selector), which overlaps \(selector); target disjoint traffic (--to/--from/--port/--protocol) or revert it first")
+        }
+        let used = Set(siblings.map(\.1.slot))
+        let claimPrefix = "netdev:\(nsInode):\(ifindex):\(spec.direction.rawValue):slot"
+        guard let slot = (0..<Self.slots).first(where: { !used.contains($0) && context.heldClaims["\(claimPrefix)\($0)"] == nil }) else {
+            throw AgentError.conflict("\(where_) already carries \(Self.slots) network faults, the most one interface takes")
+        }
+
+        var snapshot: Qdisc?
+        if let first = siblings.first {
+            snapshot = first.1.snapshot  // the tree is ours already; every fault on it carries the original root
+        } else {
+            snapshot = try Self.checkUntouched(nl, spec: spec, ifindex: ifindex, ingress: ingress)
+        }
+        let rules = try Self.rules(
+            selector, excludedPorts: excluded, excludeTo: spec.excludeTo, slot: slot, flower: usesFlower)
         let plan = Plan(
-            namespace: namespace, interface: spec.interface, ifindex: ifindex, ingress: ingress, snapshot: snapshot,
+            namespace: namespace, namespaceInode: nsInode, interface: spec.interface, ifindex: ifindex, ingress: ingress,
+            slot: slot, selector: selector, snapshot: snapshot,
             netem: spec.isRateOnly ? nil : try Self.netem(spec), tbf: spec.isRateOnly ? Self.tbf(spec) : nil,
-            rules: Self.rules(spec, excludedPorts: excluded), excludedPorts: excluded)
+            rules: rules, excludedPorts: excluded)
         if spec.noDefaultExclusions {
             logger.warning(
                 "network fault WITHOUT default exclusions: SSH (port 22) will be faulted too",
@@ -141,53 +180,131 @@ public struct NetworkDriver: FaultDriver {
         let target: JSONValue = [
             "interface": .string(spec.interface), "ifindex": .number(Double(ifindex)), "namespace": .string("\(namespace)"),
             "direction": .string(spec.direction.rawValue), "device": .string(ingress ? Self.ifbName(ifindex) : spec.interface),
+            "traffic": .string(selector.description),
             "qdisc": .string(plan.netem != nil ? "netem" : "tbf"),
+            "handle": .string(TCHandle.describe(Self.faultHandle(slot: slot))),
+            "band": .string(TCHandle.describe(Self.faultClass(slot: slot))),
             "previousRoot": .string(snapshot.map { "\($0.kind) \(TCHandle.describe($0.handle))" } ?? "kernel default"),
+            "sharedWith": .array(siblings.map { .string($0.0) }),
             "excludedPorts": .array(excluded.map { .number(Double($0)) }),
+            "classifier": .string(usesFlower ? "flower" : "u32"),
             "rules": .number(Double(plan.rules.count)),
         ]
-        return PreparedFault(target: target, plan: try JSONValue.from(plan), claims: [claim])
+        return PreparedFault(target: target, plan: try JSONValue.from(plan), claims: ["\(claimPrefix)\(slot)"])
+    }
+
+    /// For the first fault on a tree: what is there must be something we can restore, and not ours. Returns the root
+    /// to snapshot (nil for the kernel's default).
+    static func checkUntouched(_ nl: RTNetlink, spec: NetworkSpec, ifindex: Int32, ingress: Bool) throws -> Qdisc? {
+        let all = try call { try nl.qdiscs(ifindex: ifindex) }
+        if ingress {
+            if let hook = all.first(where: { $0.parent == TCHandle.ingress }) {
+                throw AgentError.refused(
+                    "\(spec.interface) already has an \(hook.kind) qdisc (someone else's ingress hook); it is left untouched")
+            }
+            if try call({ try nl.linkIndex(named: ifbName(ifindex)) }) != nil {
+                throw AgentError.conflict(
+                    "\(ifbName(ifindex)) exists but no active fault owns it; the agent removes it at its next start, or `chaos-agentd reap`")
+            }
+            return nil
+        }
+        guard let root = all.first(where: { $0.isRoot }), !root.isKernelDefault else { return nil }
+        if TCHandle.major(root.handle) == rootMajor {
+            throw AgentError.conflict(
+                "\(spec.interface) carries a chaos-agent qdisc (handle 4341:) that no active fault owns; the agent removes it at its next start, or `chaos-agentd reap`")
+        }
+        if let why = root.restoreLimitation {
+            throw AgentError.refused(
+                "\(spec.interface) has a root qdisc '\(root.kind)' (handle \(TCHandle.describe(root.handle))) that the agent cannot restore faithfully: \(why); it is left untouched")
+        }
+        if root.handle != 0, let child = all.first(where: { !$0.isRoot && TCHandle.major($0.parent) == TCHandle.major(root.handle) }) {
+            throw AgentError.refused(
+                "\(spec.interface)'s root qdisc '\(root.kind)' has a child qdisc '\(child.kind)' under \(TCHandle.describe(child.parent)); the agent snapshots only single qdiscs, so it is left untouched")
+        }
+        return root
     }
 
     public func apply(plan json: JSONValue) async throws -> PreparedFault? {
         let plan = try json.decode(Plan.self)
+        try Self.treeLock.withLock { try applyLocked(plan) }
+        return nil
+    }
+
+    func applyLocked(_ plan: Plan) throws {
         let nl = try Self.open(plan.namespace)
-        var i = plan.ifindex
+        var device = plan.ifindex
         if plan.ingress {
             let name = Self.ifbName(plan.ifindex)
-            try Self.call { try nl.createIFB(named: name) }
-            guard let ifb = try Self.call({ try nl.linkIndex(named: name) }) else {
-                throw AgentError.failed("created \(name) but cannot find it")
+            if let ifb = try Self.call({ try nl.linkIndex(named: name) }) {
+                device = ifb
+            } else {
+                try Self.call { try nl.createIFB(named: name) }
+                guard let ifb = try Self.call({ try nl.linkIndex(named: name) }) else {
+                    throw AgentError.failed("created \(name) but cannot find it")
+                }
+                try Self.call { try nl.setLinkUp(index: ifb) }
+                device = ifb
             }
-            try Self.call { try nl.setLinkUp(index: ifb) }
-            i = ifb
         }
-        try Self.call {
-            try nl.addQdisc(
-                ifindex: i, parent: TCHandle.root, handle: Self.rootHandle,
-                options: .prio(bands: 4, priomap: QdiscOptions.defaultPriomap),
-                mode: plan.snapshot == nil ? .exclusive : .replace)
+        // Root, band qdisc and filters go to the kernel in one datagram.
+        var batch = NetlinkBatch()
+        let root = try Self.call { try nl.qdiscs(ifindex: device) }.first(where: { $0.isRoot })
+        if let root, TCHandle.major(root.handle) == Self.rootMajor {
+            guard root.kind == "prio", case .prio(let bands, _)? = root.options, bands == Self.bands else {
+                throw AgentError.failed("\(plan.interface)'s root 4341: is a \(root.kind), not the agent's 16-band prio")
+            }
+        } else {
+            // The root must still be what prepare saw (another tool may have changed it since).
+            let now = root.flatMap { $0.isKernelDefault ? nil : $0 }
+            if now?.kind != plan.snapshot?.kind || now?.handle != plan.snapshot?.handle {
+                throw AgentError.failed(
+                    "\(plan.interface)'s root qdisc changed since the fault was prepared (now \(now.map { "\($0.kind) \(TCHandle.describe($0.handle))" } ?? "the kernel default")); nothing applied")
+            }
+            try Self.call {
+                try batch.addQdisc(
+                    ifindex: device, parent: TCHandle.root, handle: Self.rootHandle,
+                    options: .prio(bands: Self.bands, priomap: QdiscOptions.defaultPriomap),
+                    mode: plan.snapshot == nil ? .exclusive : .replace)
+            }
         }
         let options: QdiscOptions = plan.netem.map { .netem($0) } ?? .tbf(plan.tbf!)
-        try Self.call { try nl.addQdisc(ifindex: i, parent: Self.faultClass, handle: Self.faultHandle, options: options, mode: .exclusive) }
+        try Self.call {
+            try batch.addQdisc(
+                ifindex: device, parent: Self.faultClass(slot: plan.slot), handle: Self.faultHandle(slot: plan.slot),
+                options: options, mode: .exclusive)
+        }
         for r in plan.rules {
             try Self.call {
-                try nl.addU32Filter(
-                    ifindex: i, parent: Self.rootHandle, priority: r.priority, protocol: r.etherType, match: r.match,
-                    classID: r.classID, action: nil)
+                if r.classifier == "flower" {
+                    try batch.addFlowerFilter(
+                        ifindex: device, parent: Self.rootHandle, priority: r.priority, protocol: r.etherType, match: r.match,
+                        classID: r.classID, action: nil)
+                } else {
+                    try batch.addU32Filter(
+                        ifindex: device, parent: Self.rootHandle, priority: r.priority, protocol: r.etherType, match: r.match,
+                        classID: r.classID, action: nil)
+                }
             }
         }
-        if plan.ingress {
+        if plan.ingress, device != plan.ifindex {
             // Last: only once the ifb's tree is complete does the interface's ingress start flowing through it.
-            try Self.call { try nl.addClsact(ifindex: plan.ifindex) }
-            try Self.call {
-                try nl.addU32Filter(
-                    ifindex: plan.ifindex, parent: TCHandle.clsactIngress, priority: 1, protocol: EtherType.all,
-                    match: .all, classID: nil, action: .mirredRedirectEgress(toIfindex: i))
+            let hooked = try Self.call { try nl.qdiscs(ifindex: plan.ifindex) }.contains { $0.parent == TCHandle.ingress }
+            var redirected = false
+            if hooked {
+                redirected = try Self.call { try nl.filters(ifindex: plan.ifindex, parent: TCHandle.clsactIngress) }
+                    .contains { $0.actions.contains(.mirredRedirectEgress(toIfindex: device)) }
+            }
+            if !hooked { try Self.call { try batch.addClsact(ifindex: plan.ifindex) } }
+            if !redirected {
+                try Self.call {
+                    try batch.addU32Filter(
+                        ifindex: plan.ifindex, parent: TCHandle.clsactIngress, priority: 1, protocol: EtherType.all,
+                        match: .all, classID: nil, action: .mirredRedirectEgress(toIfindex: device))
+                }
             }
         }
-        try verify(plan, nl, treeIndex: i)
-        return nil
+        try Self.call { try nl.perform(batch) }
+        try verify(plan, nl, treeIndex: device)
     }
 
     /// Reads the tree back from the kernel and compares it with what was asked: a mismatch fails the apply.
@@ -202,8 +319,10 @@ public struct NetworkDriver: FaultDriver {
         guard let root = qdiscs.first(where: { $0.isRoot }), root.handle == Self.rootHandle, root.kind == "prio" else {
             throw AgentError.failed("verify: the root qdisc of \(plan.interface) is not our prio 4341: after apply")
         }
-        guard let child = qdiscs.first(where: { $0.handle == Self.faultHandle }), child.parent == Self.faultClass else {
-            throw AgentError.failed("verify: no fault qdisc 4342: under 4341:4 on \(plan.interface)")
+        let handle = Self.faultHandle(slot: plan.slot), band = Self.faultClass(slot: plan.slot)
+        guard let child = qdiscs.first(where: { $0.handle == handle }), child.parent == band else {
+            throw AgentError.failed(
+                "verify: no fault qdisc \(TCHandle.describe(handle)) under \(TCHandle.describe(band)) on \(plan.interface)")
         }
         switch (plan.netem, plan.tbf, child.options) {
         case (let want?, nil, .netem(let got)?):
@@ -215,17 +334,26 @@ public struct NetworkDriver: FaultDriver {
         }
         let filters = try Self.call { try nl.filters(ifindex: treeIndex, parent: Self.rootHandle) }
         for r in plan.rules {
-            guard filters.contains(where: { $0.priority == r.priority && $0.classID == r.classID && $0.kind == "u32" }) else {
-                throw AgentError.failed("verify: filter prio \(r.priority) to \(TCHandle.describe(r.classID)) is missing on \(plan.interface)")
+            guard filters.contains(where: { $0.priority == r.priority && $0.classID == r.classID && $0.kind == r.classifier })
+            else {
+                throw AgentError.failed(
+                    "verify: \(r.classifier) filter prio \(r.priority) to \(TCHandle.describe(r.classID)) is missing on \(plan.interface)")
             }
         }
     }
 
     public func revert(plan json: JSONValue) async throws {
         let plan = try json.decode(Plan.self)
+        try Self.treeLock.withLock { try revertLocked(plan) }
+    }
+
+    func revertLocked(_ plan: Plan) throws {
         let nl: RTNetlink
         do { nl = try Self.open(plan.namespace) } catch let e as AgentError where e.status == 422 {
             return  // the namespace is gone, and the tree with it
+        }
+        guard Self.inode(of: plan.namespace) == plan.namespaceInode else {
+            return  // the name or pid now leads to another namespace: ours is gone, and the tree with it
         }
         guard let name = try Self.call({ try nl.linkName(index: plan.ifindex) }), name == plan.interface else {
             if plan.ingress, let ifb = try Self.call({ try nl.linkIndex(named: Self.ifbName(plan.ifindex)) }) {
@@ -233,59 +361,117 @@ public struct NetworkDriver: FaultDriver {
             }
             return  // the interface is gone (or was replaced): nothing of ours is left on it
         }
+        let device: Int32
+        if plan.ingress {
+            guard let ifb = try Self.call({ try nl.linkIndex(named: Self.ifbName(plan.ifindex)) }) else {
+                try Self.removeIngressHook(nl, ifindex: plan.ifindex)  // a redirect to nowhere must not stay
+                return
+            }
+            device = ifb
+        } else {
+            device = plan.ifindex
+        }
+        let othersRemain = try Self.removeSlot(plan.slot, nl, device: device)
+        if othersRemain { return }
         if plan.ingress {
             try Self.removeIngressHook(nl, ifindex: plan.ifindex)
             return
         }
-        let before = try Self.call { try nl.qdiscs(ifindex: plan.ifindex) }
-        if before.contains(where: { $0.isRoot && $0.handle == Self.rootHandle }) {
-            try Self.call { try nl.deleteQdisc(ifindex: plan.ifindex, parent: TCHandle.root, handle: Self.rootHandle) }
+        try Self.restoreRoot(plan, nl)
+    }
+
+    /// Removes slot `slot`'s filters (first: no packet may be classified into a band without its qdisc) and its
+    /// qdisc from the tree on `device`. Returns whether other slots still carry faults there.
+    static func removeSlot(_ slot: Int, _ nl: RTNetlink, device: Int32) throws -> Bool {
+        let qdiscs = try call { try nl.qdiscs(ifindex: device) }
+        guard qdiscs.contains(where: { $0.isRoot && $0.handle == rootHandle }) else { return false }
+        let present = try call { try nl.filters(ifindex: device, parent: rootHandle) }
+        var filters = NetlinkBatch()
+        var seen = Set<[UInt16]>()
+        for f in present where priorities(slot: slot).contains(f.priority) && seen.insert([f.priority, f.protocol]).inserted {
+            filters.deleteFilter(ifindex: device, parent: rootHandle, priority: f.priority, protocol: f.protocol)
+        }
+        try call { try nl.perform(filters) }
+        let handle = faultHandle(slot: slot)
+        if qdiscs.contains(where: { $0.handle == handle }) {
+            try call { try nl.deleteQdisc(ifindex: device, parent: faultClass(slot: slot), handle: handle) }
+        }
+        return qdiscs.contains { $0.handle != handle && TCHandle.major($0.parent) == rootMajor && Self.slot(ofHandle: $0.handle) != nil }
+    }
+
+    /// The last fault on an egress tree: delete our root and bring back the snapshot, byte for byte.
+    static func restoreRoot(_ plan: Plan, _ nl: RTNetlink) throws {
+        let before = try call { try nl.qdiscs(ifindex: plan.ifindex) }
+        if before.contains(where: { $0.isRoot && $0.handle == rootHandle }) {
+            try call { try nl.deleteQdisc(ifindex: plan.ifindex, parent: TCHandle.root, handle: rootHandle) }
         }
         if let snap = plan.snapshot {
-            let now = try Self.call { try nl.qdiscs(ifindex: plan.ifindex) }.first(where: { $0.isRoot })
+            let now = try call { try nl.qdiscs(ifindex: plan.ifindex) }.first(where: { $0.isRoot })
             if now?.handle != snap.handle || now?.kind != snap.kind {
-                try Self.call { try nl.addQdisc(raw: snap, mode: now?.isKernelDefault ?? true ? .exclusive : .replace) }
+                try call { try nl.addQdisc(raw: snap, mode: now?.isKernelDefault ?? true ? .exclusive : .replace) }
             }
-            let restored = try Self.call { try nl.qdiscs(ifindex: plan.ifindex) }.first(where: { $0.isRoot })
+            let restored = try call { try nl.qdiscs(ifindex: plan.ifindex) }.first(where: { $0.isRoot })
             guard let r = restored, r.kind == snap.kind, r.handle == snap.handle, r.rawOptions == snap.rawOptions else {
                 throw AgentError.failed("restore: \(plan.interface)'s root is \(restored?.kind ?? "none"), not the \(snap.kind) it had")
             }
         } else {
-            let root = try Self.call { try nl.qdiscs(ifindex: plan.ifindex) }.first(where: { $0.isRoot })
-            if let root, TCHandle.major(root.handle) == Self.rootMajor {
+            let root = try call { try nl.qdiscs(ifindex: plan.ifindex) }.first(where: { $0.isRoot })
+            if let root, TCHandle.major(root.handle) == rootMajor {
                 throw AgentError.failed("restore: our qdisc is still the root of \(plan.interface)")
             }
         }
     }
 
-    /// Removes root qdiscs with our reserved major (4341:) that no live lease explains, in the agent's namespace, every
-    /// namespace under /run/netns, and every other network namespace a process is in. The root they replaced is not
-    /// known (its snapshot was in the lost journal entry), so the kernel's default comes back; said so in the line.
+    /// Removes what carries our reserved handles and no live lease explains, in the agent's namespace, every namespace
+    /// under /run/netns, and every other network namespace a process is in: whole trees (and ingress ifbs) on
+    /// interfaces without a live fault, and single bands (qdisc and filters) on trees that still carry live ones. The
+    /// root a lost tree replaced is not known (its snapshot was in the lost journal entry), so the kernel's default
+    /// comes back; said so in the line.
     public func reconcileOrphans(livePlans: [JSONValue]) async -> [String] {
         guard host.netlink else { return [] }
-        let live = Set(livePlans.compactMap { try? $0.decode(Plan.self) }.map { "\($0.namespace)|\($0.ifindex)" })
+        return Self.treeLock.withLock { reconcileLocked(livePlans.compactMap { try? $0.decode(Plan.self) }) }
+    }
+
+    func reconcileLocked(_ live: [Plan]) -> [String] {
         var removed: [String] = []
         for ns in Self.allNamespaces() {
-            guard let nl = try? RTNetlink(namespace: ns), let links = try? nl.links() else { continue }
-            for link in links where link.name.hasPrefix("ca-ifb") {
-                guard let real = Int32(link.name.dropFirst(6)), !live.contains("\(ns)|\(real)") else { continue }
-                do {
-                    try Self.removeIngressHook(nl, ifindex: real)
-                    removed.append("ingress redirect of ifindex \(real) to \(link.name), and \(link.name), in \(ns)")
-                } catch {
-                    removed.append("FAILED to remove \(link.name) in \(ns): \(error)")
-                }
+            guard let inode = Self.inode(of: ns), let nl = try? RTNetlink(namespace: ns), let links = try? nl.links() else { continue }
+            func liveSlots(_ ifindex: Int32, ingress: Bool) -> Set<Int> {
+                Set(live.filter { $0.namespaceInode == inode && $0.ifindex == ifindex && $0.ingress == ingress }.map(\.slot))
             }
-            for link in links where !link.name.hasPrefix("ca-ifb") {
-                guard !live.contains("\(ns)|\(link.index)"), let qdiscs = try? nl.qdiscs(ifindex: link.index),
+            for link in links {
+                let ifbOf = link.name.hasPrefix("ca-ifb") ? Int32(link.name.dropFirst(6)) : nil
+                let slots = liveSlots(ifbOf ?? link.index, ingress: ifbOf != nil)
+                if let real = ifbOf, slots.isEmpty {
+                    do {
+                        try Self.removeIngressHook(nl, ifindex: real)
+                        removed.append("ingress redirect of ifindex \(real) to \(link.name), and \(link.name), in \(ns)")
+                    } catch {
+                        removed.append("FAILED to remove \(link.name) in \(ns): \(error)")
+                    }
+                    continue
+                }
+                guard let qdiscs = try? nl.qdiscs(ifindex: link.index),
                     let root = qdiscs.first(where: { $0.isRoot }), TCHandle.major(root.handle) == Self.rootMajor
                 else { continue }
-                do {
-                    try nl.deleteQdisc(ifindex: link.index, parent: TCHandle.root, handle: root.handle)
-                    removed.append(
-                        "\(root.kind) \(TCHandle.describe(root.handle)) root of \(link.name) in \(ns) (its previous root is unknown; the kernel default is back)")
-                } catch {
-                    removed.append("FAILED to remove \(root.kind) \(TCHandle.describe(root.handle)) on \(link.name) in \(ns): \(error)")
+                if slots.isEmpty {
+                    do {
+                        try nl.deleteQdisc(ifindex: link.index, parent: TCHandle.root, handle: root.handle)
+                        removed.append(
+                            "\(root.kind) \(TCHandle.describe(root.handle)) root of \(link.name) in \(ns) (its previous root is unknown; the kernel default is back)")
+                    } catch {
+                        removed.append("FAILED to remove \(root.kind) \(TCHandle.describe(root.handle)) on \(link.name) in \(ns): \(error)")
+                    }
+                    continue
+                }
+                for q in qdiscs {
+                    guard let slot = Self.slot(ofHandle: q.handle), !slots.contains(slot) else { continue }
+                    do {
+                        _ = try Self.removeSlot(slot, nl, device: link.index)
+                        removed.append("band \(TCHandle.describe(Self.faultClass(slot: slot))) (\(q.kind)) of \(link.name) in \(ns)")
+                    } catch {
+                        removed.append("FAILED to remove band \(TCHandle.describe(Self.faultClass(slot: slot))) on \(link.name) in \(ns): \(error)")
+                    }
                 }
             }
         }
@@ -318,14 +504,18 @@ public struct NetworkDriver: FaultDriver {
         if let ifb { try call { try nl.deleteLink(index: ifb) } }
     }
 
+    /// The inode of a namespace's file (`/proc/self/ns/net` for the agent's own): what identifies it.
+    static func inode(of ns: NetworkNamespace) -> UInt64? { inode(ns.path ?? "/proc/self/ns/net") }
+
+    static func inode(_ path: String) -> UInt64? {
+        var st = stat()
+        return stat(path, &st) == 0 ? UInt64(st.st_ino) : nil
+    }
+
     /// The agent's own namespace, the named ones, and one process per other namespace found in /proc.
     static func allNamespaces() -> [NetworkNamespace] {
         var out: [NetworkNamespace] = [.current]
         var seen = Set<UInt64>()
-        func inode(_ path: String) -> UInt64? {
-            var st = stat()
-            return stat(path, &st) == 0 ? UInt64(st.st_ino) : nil
-        }
         if let own = inode("/proc/self/ns/net") { seen.insert(own) }
         for name in (try? FileManager.default.contentsOfDirectory(atPath: "/run/netns"))?.sorted() ?? [] {
             if let i = inode("/run/netns/\(name)"), seen.insert(i).inserted { out.append(.named(name)) }
@@ -381,44 +571,63 @@ public struct NetworkDriver: FaultDriver {
         return TBF(rate: rate, burst: burst, limit: .latency(50_000_000))
     }
 
-    /// Exclusions first (lower priority numbers win), then the target, for IPv4 and IPv6 as the spec needs.
-    static func rules(_ s: NetworkSpec, excludedPorts: [UInt16]) -> [Rule] {
+    /// Slot `slot`'s filters: its exclusions (lower priority numbers win), each narrowed to the slot's own target so
+    /// that it never exempts another fault's traffic, then the target itself; per IP version the target needs.
+    /// With flower, a port without a protocol becomes one TCP and one UDP filter (flower parses real headers; u32
+    /// assumes IPv4 without options and IPv6 without extension headers).
+    static func rules(
+        _ target: TrafficSelector, excludedPorts: [UInt16], excludeTo: [CIDR], slot: Int, flower: Bool
+    ) throws -> [Rule] {
         var rules: [Rule] = []
-        var prio: UInt16 = 1
-        let families: [(UInt16, Bool)] = {
-            switch s.to?.family ?? s.from?.family {
-            case .ipv4?: return [(EtherType.ipv4, false)]
-            case .ipv6?: return [(EtherType.ipv6, true)]
-            case nil: return [(EtherType.ipv4, false), (EtherType.ipv6, true)]
+        let range = priorities(slot: slot)
+        var prio = range.lowerBound
+        let families: [CIDR.Family] = target.family.map { [$0] } ?? [.ipv4, .ipv6]
+        func add(_ family: CIDR.Family, _ sel: TrafficSelector, sourcePort: UInt16? = nil, _ classID: UInt32) {
+            let v6 = family == .ipv6
+            let ether = v6 ? EtherType.ipv6 : EtherType.ipv4
+            let protocols: [UInt8?]
+            if let p = sel.ipProtocol {
+                protocols = [p.number(ipv6: v6)]
+            } else if flower, sel.port != nil || sourcePort != nil {
+                protocols = [6, 17]
+            } else {
+                protocols = [nil]
             }
-        }()
-        // Every rule has its own priority: the kernel keeps one protocol per priority.
-        func add(_ ether: UInt16, _ match: U32Match, _ classID: UInt32) {
-            rules.append(Rule(priority: prio, etherType: ether, match: match, classID: classID))
-            prio += 1
-        }
-        for port in excludedPorts {
-            for (ether, _) in families {
-                add(ether, U32Match(destinationPort: port), passClass)
-                add(ether, U32Match(sourcePort: port), passClass)
+            for proto in protocols {
+                let match = U32Match(
+                    source: sel.from.map(prefix), destination: sel.to.map(prefix), ipProtocol: proto, sourcePort: sourcePort,
+                    destinationPort: sel.port)
+                // Every rule has its own priority: the kernel keeps one protocol per priority.
+                rules.append(Rule(priority: prio, etherType: ether, match: match, classID: classID, classifier: flower ? "flower" : "u32"))
+                prio += 1
             }
         }
-        for cidr in s.excludeTo {
-            add(cidr.family == .ipv4 ? EtherType.ipv4 : EtherType.ipv6, U32Match(destination: prefix(cidr)), passClass)
-        }
-        prio = max(prio, 100)
-        if !s.isTargeted {
-            // IP only: ARP stays unfaulted, or a delayed or lost ARP request would reach SSH after all.
-            for (ether, _) in families { add(ether, .all, faultClass) }
-        } else {
-            for (ether, _) in families {
-                add(
-                    ether,
-                    U32Match(
-                        source: s.from.map(prefix), destination: s.to.map(prefix), ipProtocol: s.ipProtocol?.number,
-                        destinationPort: s.port),
-                    faultClass)
+        if target.ipProtocol != .icmp {
+            for port in excludedPorts {
+                for family in families {
+                    if target.port == nil {
+                        var sel = target
+                        sel.port = port
+                        add(family, sel, passClass)
+                    }
+                    add(family, target, sourcePort: port, passClass)
+                }
             }
+        }
+        for cidr in excludeTo where families.contains(cidr.family) {
+            var sel = target
+            if let to = target.to {
+                guard to.overlaps(cidr) else { continue }  // disjoint: nothing of the target to exempt
+                sel.to = to.prefix >= cidr.prefix ? to : cidr
+            } else {
+                sel.to = cidr
+            }
+            add(cidr.family, sel, passClass)
+        }
+        for family in families { add(family, target, faultClass(slot: slot)) }
+        guard prio <= range.upperBound else {
+            throw AgentError.badRequest(
+                "the exclusions and target need \(rules.count) filters; one fault may have at most \(range.count)", field: "spec")
         }
         return rules
     }

@@ -8,11 +8,12 @@ struct NetworkSpec: Codable, Sendable, Equatable {
     enum Distribution: String, Codable, Sendable, CaseIterable { case uniform, normal, pareto, paretonormal }
     enum IPProtocol: String, Codable, Sendable, CaseIterable {
         case tcp, udp, icmp
-        var number: UInt8 {
+        /// The IP protocol number; icmp is ICMPv6 (58) over IPv6.
+        func number(ipv6: Bool) -> UInt8 {
             switch self {
             case .tcp: return 6
             case .udp: return 17
-            case .icmp: return 1
+            case .icmp: return ipv6 ? 58 : 1
             }
         }
     }
@@ -189,6 +190,9 @@ struct NetworkSpec: Codable, Sendable, Equatable {
         }
         excludePorts = try Self.portList(r, "excludePort")
         excludeTo = try Self.cidrList(r, "excludeTo")
+        for (key, n) in [("excludePort", excludePorts.count), ("excludeTo", excludeTo.count)] where n > 16 {
+            throw AgentError.badRequest("at most 16 \(key) entries", field: "spec.\(key)")
+        }
         if let n = r.object["noDefaultExclusions"], n != .null {
             guard case .bool(let b) = n else {
                 throw AgentError.badRequest("noDefaultExclusions must be true or false", field: "spec.noDefaultExclusions")
@@ -197,18 +201,11 @@ struct NetworkSpec: Codable, Sendable, Equatable {
         }
     }
 
+    /// Which traffic the fault acts on.
+    var selector: TrafficSelector { TrafficSelector(to: to, from: from, port: port, ipProtocol: ipProtocol) }
+
     /// Traffic two faults on the same interface and direction could both act on: then the second is a conflict.
-    func overlaps(_ other: NetworkSpec) -> Bool {
-        func cidrsOverlap(_ a: CIDR?, _ b: CIDR?) -> Bool {
-            guard let a, let b else { return true }
-            return a.overlaps(b)
-        }
-        if let a = to?.family ?? from?.family, let b = other.to?.family ?? other.from?.family, a != b { return false }
-        guard cidrsOverlap(to, other.to), cidrsOverlap(from, other.from) else { return false }
-        if let a = ipProtocol, let b = other.ipProtocol, a != b { return false }
-        if let a = port, let b = other.port, a != b { return false }
-        return true
-    }
+    func overlaps(_ other: NetworkSpec) -> Bool { selector.overlaps(other.selector) }
 
     // MARK: - Field readers
 
@@ -296,5 +293,45 @@ struct NetworkSpec: Codable, Sendable, Equatable {
             }
         default: throw AgentError.badRequest("\(key) must be a string or a list of strings", field: "spec.\(key)")
         }
+    }
+}
+
+/// The part of an interface's traffic a network fault acts on (all of it when every field is nil). Journaled in the
+/// fault's plan, so a second fault on the same interface can be checked against it.
+struct TrafficSelector: Codable, Sendable, Equatable, CustomStringConvertible {
+    var to: CIDR?
+    var from: CIDR?
+    /// Destination port.
+    var port: UInt16?
+    var ipProtocol: NetworkSpec.IPProtocol?
+
+    var isAll: Bool { to == nil && from == nil && port == nil && ipProtocol == nil }
+
+    /// The one address family the selector is limited to, if any.
+    var family: CIDR.Family? { to?.family ?? from?.family }
+
+    /// Whether some packet could match both selectors.
+    func overlaps(_ other: TrafficSelector) -> Bool {
+        func cidrsOverlap(_ a: CIDR?, _ b: CIDR?) -> Bool {
+            guard let a, let b else { return true }
+            return a.overlaps(b)
+        }
+        if let a = family, let b = other.family, a != b { return false }
+        guard cidrsOverlap(to, other.to), cidrsOverlap(from, other.from) else { return false }
+        if let a = ipProtocol, let b = other.ipProtocol, a != b { return false }
+        if let a = port, let b = other.port, a != b { return false }
+        // A port implies TCP or UDP: it never meets ICMP.
+        if port != nil && other.ipProtocol == .icmp || other.port != nil && ipProtocol == .icmp { return false }
+        return true
+    }
+
+    var description: String {
+        if isAll { return "all IP traffic" }
+        var parts: [String] = []
+        if let ipProtocol { parts.append(ipProtocol.rawValue) }
+        if let from { parts.append("from \(from)") }
+        if let to { parts.append("to \(to)") }
+        if let port { parts.append("port \(port)") }
+        return parts.joined(separator: " ")
     }
 }

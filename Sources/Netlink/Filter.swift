@@ -202,11 +202,11 @@ extension RTNetlink {
         ifindex: Int32, parent: UInt32, priority: UInt16, protocol: UInt16, match: U32Match, classID: UInt32?,
         action: FilterAction?
     ) throws(NetlinkError) {
-        let operation = "add u32 filter prio \(priority) on ifindex \(ifindex)"
-        let m = try Self.u32FilterRequest(
+        var batch = NetlinkBatch()
+        try batch.addU32Filter(
             ifindex: ifindex, parent: parent, priority: priority, protocol: `protocol`, match: match, classID: classID,
-            action: action, operation: operation)
-        _ = try request(m, operation)
+            action: action)
+        try perform(batch)
     }
 
     /// Adds a flower filter with the same logical match (kernels with cls_flower only). Port keys need `ipProtocol`
@@ -215,11 +215,11 @@ extension RTNetlink {
         ifindex: Int32, parent: UInt32, priority: UInt16, protocol: UInt16, match: U32Match, classID: UInt32?,
         action: FilterAction?
     ) throws(NetlinkError) {
-        let operation = "add flower filter prio \(priority) on ifindex \(ifindex)"
-        let m = try Self.flowerFilterRequest(
+        var batch = NetlinkBatch()
+        try batch.addFlowerFilter(
             ifindex: ifindex, parent: parent, priority: priority, protocol: `protocol`, match: match, classID: classID,
-            action: action, operation: operation)
-        _ = try request(m, operation)
+            action: action)
+        try perform(batch)
     }
 
     /// Every filter at `parent` of interface `ifindex`.

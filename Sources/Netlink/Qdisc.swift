@@ -131,9 +131,7 @@ extension RTNetlink {
     /// Deletes the qdisc at `parent` with `handle` (handle 0 = whatever is there). Deleting a root makes the kernel
     /// re-attach the device's default qdisc.
     public func deleteQdisc(ifindex: Int32, parent: UInt32, handle: UInt32) throws(NetlinkError) {
-        var m = MessageBuilder(type: NL.delQdisc, flags: 0)
-        m.tcmsg(ifindex: ifindex, handle: handle, parent: parent, info: 0)
-        _ = try request(m, "delete qdisc \(TCHandle.describe(handle)) (parent \(TCHandle.describe(parent))) on ifindex \(ifindex)")
+        _ = try request(Self.deleteQdiscRequest(ifindex: ifindex, parent: parent, handle: handle), "delete qdisc \(TCHandle.describe(handle)) (parent \(TCHandle.describe(parent))) on ifindex \(ifindex)")
     }
 
     static func verb(_ mode: QdiscMode) -> String {
@@ -145,6 +143,12 @@ extension RTNetlink {
     }
 
     // MARK: - Messages
+
+    static func deleteQdiscRequest(ifindex: Int32, parent: UInt32, handle: UInt32) -> MessageBuilder {
+        var m = MessageBuilder(type: NL.delQdisc, flags: 0)
+        m.tcmsg(ifindex: ifindex, handle: handle, parent: parent, info: 0)
+        return m
+    }
 
     static func qdiscDumpRequest(ifindex: Int32) -> MessageBuilder {
         var m = MessageBuilder(type: NL.getQdisc, flags: 0)

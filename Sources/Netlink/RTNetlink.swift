@@ -81,6 +81,40 @@ public final class RTNetlink: Sendable {
         }
     }
 
+    /// Sends several requests in one datagram, each with NLM_F_REQUEST|NLM_F_ACK and its own sequence number, and
+    /// collects one answer per request. Throws the first failure in request order.
+    func exchangeBatch(_ messages: [(MessageBuilder, String)]) throws(NetlinkError) {
+        try lastSequence.withLock { (sequence: inout UInt32) throws(NetlinkError) in
+            var datagram: [UInt8] = []
+            var pending: [UInt32: Int] = [:]  // sequence -> index in `messages`
+            for (i, (message, _)) in messages.enumerated() {
+                var message = message
+                message.patchUInt16(at: 6, message.bytes.hostInteger(UInt16.self, at: 6)! | NL.request | NL.ack)
+                sequence &+= 1
+                if sequence == 0 { sequence = 1 }
+                pending[sequence] = i
+                datagram += message.finish(sequence: sequence)
+            }
+            var failures: [Int: NetlinkError] = [:]
+            do throws(NetlinkError) {
+                try transport.send(datagram)
+                while !pending.isEmpty {
+                    for reply in ReceivedMessage.split(try transport.receive()) {
+                        guard reply.type == NL.error, let i = pending[reply.sequence],
+                            reply.portID == transport.portID || reply.portID == 0
+                        else { continue }
+                        pending.removeValue(forKey: reply.sequence)
+                        if let error = RTNetlink.decodeError(reply, operation: { messages[i].1 }) { failures[i] = error }
+                    }
+                }
+            } catch {
+                let i = pending.values.min() ?? 0
+                throw NetlinkError(operation: "\(messages[i].1): \(error.operation)", errno: error.errno)
+            }
+            if let first = failures.keys.min() { throw failures[first]! }
+        }
+    }
+
     /// NLMSG_ERROR: `s32 error`, the echoed request (only its header under NETLINK_CAP_ACK), then extended-ACK TLVs
     /// when NLM_F_ACK_TLVS is set. nil for a positive ACK (error 0).
     static func decodeError(_ reply: ReceivedMessage, operation: () -> String) -> NetlinkError? {

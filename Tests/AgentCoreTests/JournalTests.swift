@@ -198,18 +198,21 @@ struct UnitsAndConfigTests {
             [policy]
             max-ttl = "10m"
             protected-processes = ["postgres"]
+            [network]
+            classifier = "u32"
             """)
         #expect(d.socket == "/tmp/x.sock")
         #expect(d.socketMode == 0o600)
         #expect(d.maxBody == 1 << 20)
         #expect(d.maxTTL == .seconds(600))
         #expect(d.protectedProcesses == ["postgres"])
+        #expect(d.networkClassifier == "u32")
     }
 
     @Test func configRefusesUnknownKeysAndBadValues() {
         for bad in [
             "[agent]\nsocket-path = \"/x\"", "[policee]\n", "[policy]\nmax-ttl = \"forever\"", "[agent]\nsocket-mode = \"rw\"",
-            "[policy]\nprotected-processes = \"sshd\"", "[remote]\nlisten = \"0.0.0.0:7410\"", "[agent\n",
+            "[policy]\nprotected-processes = \"sshd\"", "[network]\nclassifier = \"bpf\"", "[remote]\nlisten = \"0.0.0.0:7410\"", "[agent\n",
         ] {
             #expect(throws: ConfigError.self, "\(bad)") { try AgentConfig.parse(bad) }
         }

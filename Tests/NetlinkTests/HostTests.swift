@@ -205,6 +205,35 @@ struct HostTests {
         #expect(throws: NetlinkError.self) { try RTNetlink(namespace: .named("../etc")) }
     }
 
+    @Test("a batch goes out in one datagram: every request answered, the first failure thrown, later ones still done")
+    func batch() throws {
+        let ns = try ScratchNetns()
+        defer { ns.close() }
+        let nl = try ns.session()
+        let a0 = try #require(try nl.linkIndex(named: "a0"))
+        let handle = TCHandle.make(major: 0x504d, minor: 0)
+        let tbf = TBF(rate: 125_000, burst: 32 * 1024, limit: .latency(50_000_000))
+        var good = NetlinkBatch()
+        try good.addQdisc(ifindex: a0, parent: TCHandle.root, handle: handle, options: .tbf(tbf), mode: .exclusive)
+        try good.addClsact(ifindex: a0)
+        try good.addU32Filter(
+            ifindex: a0, parent: TCHandle.clsactIngress, priority: 7, protocol: EtherType.ipv4, match: U32Match(destinationPort: 80),
+            classID: nil, action: nil)
+        try nl.perform(good)
+        let qdiscs = try nl.qdiscs(ifindex: a0)
+        #expect(qdiscs.contains { $0.isRoot && $0.kind == "tbf" && $0.handle == handle })
+        #expect(qdiscs.contains { $0.kind == "clsact" })
+        #expect(try nl.filters(ifindex: a0, parent: TCHandle.clsactIngress).contains { $0.priority == 7 })
+
+        var bad = NetlinkBatch()
+        try bad.addQdisc(ifindex: a0, parent: TCHandle.root, handle: handle, options: .tbf(tbf), mode: .exclusive)  // EEXIST
+        bad.deleteFilter(ifindex: a0, parent: TCHandle.clsactIngress, priority: 7, protocol: EtherType.ipv4)
+        bad.deleteQdisc(ifindex: a0, parent: TCHandle.root, handle: 0x7777_0000)  // no such qdisc: a second failure
+        let error = try #require(throws: NetlinkError.self) { try nl.perform(bad) }
+        #expect(error.errno == EEXIST && error.operation.hasPrefix("add qdisc tbf"), "\(error)")
+        #expect(try !nl.filters(ifindex: a0, parent: TCHandle.clsactIngress).contains { $0.priority == 7 })
+    }
+
     @Test("kernel refusals surface errno and the extended-ACK message")
     func kernelErrors() throws {
         let ns = try ScratchNetns()
