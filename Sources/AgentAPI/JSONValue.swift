@@ -10,19 +10,22 @@ public enum JSONValue: Codable, Sendable, Equatable, Hashable {
     case object([String: JSONValue])
 
     public init(from decoder: any Decoder) throws {
+        // Every failed attempt below throws (and an error costs far more than a decode), so the most frequent kinds
+        // of node come first: numbers (plans carry byte arrays and tables), strings, objects. JSONDecoder keeps
+        // true/false apart from numbers, so trying Double before Bool never turns a boolean into 1.
         let c = try decoder.singleValueContainer()
         if c.decodeNil() {
             self = .null
-        } else if let b = try? c.decode(Bool.self) {
-            self = .bool(b)
         } else if let n = try? c.decode(Double.self) {
             self = .number(n)
         } else if let s = try? c.decode(String.self) {
             self = .string(s)
-        } else if let a = try? c.decode([JSONValue].self) {
-            self = .array(a)
         } else if let o = try? c.decode([String: JSONValue].self) {
             self = .object(o)
+        } else if let a = try? c.decode([JSONValue].self) {
+            self = .array(a)
+        } else if let b = try? c.decode(Bool.self) {
+            self = .bool(b)
         } else {
             throw DecodingError.dataCorruptedError(in: c, debugDescription: "not a JSON value")
         }
@@ -63,8 +66,7 @@ public enum JSONValue: Codable, Sendable, Equatable, Hashable {
 
     /// Re-encode any Encodable value as a JSONValue.
     public static func from(_ value: some Encodable) throws -> JSONValue {
-        let data = try WireCoding.encoder().encode(value)
-        return try WireCoding.decoder().decode(JSONValue.self, from: data)
+        try JSONValueEncoder().encode(value)
     }
 
     /// Decode this value as a concrete Decodable type.
