@@ -205,6 +205,7 @@ public actor LeaseEngine {
             uniqueKeysWithValues: leases.values.filter { $0.kind == request.kind && !$0.state.isFinal }.map { ($0.id, $0.plan) })
         let started = ContinuousClock.now
         let prepared = try driver.prepare(spec: request.spec, context: context)
+        let preparedAt = ContinuousClock.now
         for claim in prepared.claims {
             if let holder = claimHolders[claim] {
                 throw AgentError.conflict(
@@ -238,6 +239,7 @@ public actor LeaseEngine {
             throw AgentError.failed("cannot write the journal, so the fault was not applied: \(error)")
         }
         insert(lease)
+        let journaledAt = ContinuousClock.now
 
         do {
             if let updated = try await driver.apply(plan: lease.plan) {
@@ -271,6 +273,7 @@ public actor LeaseEngine {
                     + (rolledBack.state == .failed ? "" : "; rolling back is still being retried"))
         }
 
+        let appliedAt = ContinuousClock.now
         lease = leases[id] ?? lease
         lease.state = .active
         leases[id] = lease
@@ -287,7 +290,10 @@ public actor LeaseEngine {
                 "event": "apply", "lease": "\(id)", "kind": "\(lease.kind)", "owner": "\(lease.owner)",
                 "outcome": "active", "ttl": "\(lease.ttl)", "expiresAt": "\(RFC3339.format(lease.expiresAt))",
                 "target": "\(Self.compactJSON(lease.target))",
-                "applyMs": "\(String(format: "%.3f", (ContinuousClock.now - started).seconds * 1000))",
+                "applyMs": "\(Self.ms(ContinuousClock.now - started))",
+                // Where the time went: resolving the spec, the journal's fdatasync, the kernel work and its check.
+                "prepareMs": "\(Self.ms(preparedAt - started))", "journalMs": "\(Self.ms(journaledAt - preparedAt))",
+                "kernelMs": "\(Self.ms(appliedAt - journaledAt))",
             ])
         prune()
         return lease.object
@@ -480,7 +486,7 @@ public actor LeaseEngine {
                     "event": "revert", "lease": "\(id)", "kind": "\(lease.kind)", "owner": "\(lease.owner)",
                     "outcome": "reverted", "reason": "\(reason)",
                     "lagMs": "\(reason == "expired" ? String(format: "%.3f", lagMs) : "-")",
-                    "revertMs": "\(String(format: "%.3f", (ContinuousClock.now - started).seconds * 1000))",
+                    "revertMs": "\(Self.ms(ContinuousClock.now - started))",
                 ])
         } else {
             emit(.failed, lease.object)
@@ -489,6 +495,8 @@ public actor LeaseEngine {
     }
 
     // MARK: - Helpers
+
+    static func ms(_ d: Duration) -> String { String(format: "%.3f", d.seconds * 1000) }
 
     private func insert(_ lease: Lease) {
         if leases[lease.id] == nil { order.append(lease.id) }

@@ -135,7 +135,9 @@ public struct NetworkDriver: FaultDriver {
         }
         let excluded = (spec.noDefaultExclusions ? [] : Self.defaultExcludedPorts) + spec.excludePorts
         let selector = spec.selector
-        if let port = selector.port, excluded.contains(port) {
+        if let port = selector.port, excluded.contains(port),
+            spec.noDefaultExclusions || !Self.defaultExcludedPorts.contains(port) || selector.ipProtocol != .udp
+        {
             throw AgentError.refused(
                 "port \(port) is excluded (\(spec.noDefaultExclusions ? "--exclude-port" : "SSH guard")), so the fault would touch nothing; \(Self.defaultExcludedPorts.contains(port) ? "pass noDefaultExclusions (--no-default-exclusions) to fault it on purpose" : "drop it from excludePort")",
                 field: "spec.port")
@@ -166,7 +168,8 @@ public struct NetworkDriver: FaultDriver {
             snapshot = try Self.checkUntouched(nl, spec: spec, ifindex: ifindex, ingress: ingress)
         }
         let rules = try Self.rules(
-            selector, excludedPorts: excluded, excludeTo: spec.excludeTo, slot: slot, flower: usesFlower)
+            selector, excludedPorts: excluded, tcpOnly: spec.noDefaultExclusions ? [] : Set(Self.defaultExcludedPorts),
+            excludeTo: spec.excludeTo, slot: slot, flower: usesFlower)
         let plan = Plan(
             namespace: namespace, namespaceInode: nsInode, interface: spec.interface, ifindex: ifindex, ingress: ingress,
             slot: slot, selector: selector, snapshot: snapshot,
@@ -573,10 +576,13 @@ public struct NetworkDriver: FaultDriver {
 
     /// Slot `slot`'s filters: its exclusions (lower priority numbers win), each narrowed to the slot's own target so
     /// that it never exempts another fault's traffic, then the target itself; per IP version the target needs.
+    /// Ports in `tcpOnly` (the default SSH exclusion: SSH and the agent's listener are TCP) are excluded for TCP only,
+    /// the others (`--exclude-port`) for TCP and UDP.
     /// With flower, a port without a protocol becomes one TCP and one UDP filter (flower parses real headers; u32
     /// assumes IPv4 without options and IPv6 without extension headers).
     static func rules(
-        _ target: TrafficSelector, excludedPorts: [UInt16], excludeTo: [CIDR], slot: Int, flower: Bool
+        _ target: TrafficSelector, excludedPorts: [UInt16], tcpOnly: Set<UInt16> = [], excludeTo: [CIDR], slot: Int,
+        flower: Bool
     ) throws -> [Rule] {
         var rules: [Rule] = []
         let range = priorities(slot: slot)
@@ -602,16 +608,21 @@ public struct NetworkDriver: FaultDriver {
                 prio += 1
             }
         }
-        if target.ipProtocol != .icmp {
-            for port in excludedPorts {
-                for family in families {
-                    if target.port == nil {
-                        var sel = target
-                        sel.port = port
-                        add(family, sel, passClass)
-                    }
-                    add(family, target, sourcePort: port, passClass)
+        for port in excludedPorts {
+            var base = target
+            if tcpOnly.contains(port) {
+                guard target.ipProtocol == nil || target.ipProtocol == .tcp else { continue }  // disjoint from TCP
+                base.ipProtocol = .tcp
+            } else if target.ipProtocol == .icmp {
+                continue  // ICMP has no ports
+            }
+            for family in families {
+                if base.port == nil {
+                    var sel = base
+                    sel.port = port
+                    add(family, sel, passClass)
                 }
+                add(family, base, sourcePort: port, passClass)
             }
         }
         for cidr in excludeTo where families.contains(cidr.family) {

@@ -38,6 +38,19 @@ struct NetworkTreeTests {
         #expect(!rules.contains { $0.etherType == EtherType.all })
     }
 
+    @Test("the default SSH exclusion is TCP only (fewer filters), and left out for a UDP or ICMP target")
+    func tcpOnlyDefault() throws {
+        let all = try NetworkDriver.rules(sel(), excludedPorts: [22, 53], tcpOnly: [22], excludeTo: [], slot: 0, flower: true)
+        let pass = all.filter { $0.classID == NetworkDriver.passClass }
+        // 22: TCP dport + sport per family (4); 53: TCP and UDP, dport + sport, per family (8).
+        #expect(pass.count == 12)
+        #expect(pass.filter { $0.match.destinationPort == 22 || $0.match.sourcePort == 22 }.allSatisfy { $0.match.ipProtocol == 6 })
+        let u32 = try NetworkDriver.rules(sel(to: "10.0.0.0/8"), excludedPorts: [22], tcpOnly: [22], excludeTo: [], slot: 0, flower: false)
+        #expect(u32.count == 3 && u32[0].match == U32Match(destination: IPPrefix("10.0.0.0/8"), ipProtocol: 6, destinationPort: 22))
+        let udp = try NetworkDriver.rules(sel(proto: .udp), excludedPorts: [22], tcpOnly: [22], excludeTo: [], slot: 0, flower: false)
+        #expect(udp.allSatisfy { $0.classID != NetworkDriver.passClass })
+    }
+
     @Test("excludeTo: narrowed to the target's network, dropped when disjoint")
     func excludeTo() throws {
         let inside = try NetworkDriver.rules(sel(to: "10.0.0.0/8"), excludedPorts: [], excludeTo: [CIDR("10.9.0.0/16")!], slot: 0, flower: false)
