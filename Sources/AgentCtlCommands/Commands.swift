@@ -283,7 +283,7 @@ struct EventsCommand: AsyncParsableCommand {
                 }
             }
         }
-        throw AgentClientError.unreachable(path: global.endpoint.description, reason: "the agent closed the event stream")
+        throw AgentClientError.unreachable(path: ((try? global.endpoint())?.description ?? "the agent"), reason: "the agent closed the event stream")
     }
 
     static func render(_ e: FaultEvent) -> String {
@@ -295,7 +295,9 @@ struct EventsCommand: AsyncParsableCommand {
         case .failed, .revertFailed:
             if let err = f.error { line += "  error: \(err)" }
         case .reverted:
-            break
+            if let reason = f.revertReason { line += "  reason: \(reason)" }
+        case .heartbeatMissed:
+            line += "  no heartbeat within \(f.heartbeat ?? "?")"
         }
         if !f.labels.isEmpty { line += "  labels \(Format.labels(f.labels))" }
         return line

@@ -22,6 +22,7 @@ public final class Daemon: Sendable {
 
     /// Locks the state directory, probes the host, opens the journal and builds the lease engine.
     public init(config: AgentConfig, logger: Logger, clock: any AgentClock = SystemClock()) throws {
+        PrometheusMetrics.bootstrap()
         self.config = config
         self.logger = logger
         lock = try StateDirLock(directory: config.stateDir)
@@ -58,7 +59,9 @@ public final class Daemon: Sendable {
                 metadata: ["group": "\(config.socketGroup)", "hint": "groupadd --system \(config.socketGroup)"])
         }
         let statusInfo = StatusInfo(daemon: self, recovered: recovered)
-        let router = APIRouter(engine: engine, maxBody: config.maxBody) { await statusInfo.status() }
+        let router = APIRouter(engine: engine, maxBody: config.maxBody, metrics: { PrometheusMetrics.render() }) {
+            await statusInfo.status()
+        }
         let engine = self.engine
         let server = UnixSocketServer(
             options: .init(path: config.socket, mode: config.socketMode, group: group, maxBody: config.maxBody),
@@ -68,13 +71,26 @@ public final class Daemon: Sendable {
             })
         let leases = LeaseService(engine: engine, notifier: notifier, logger: logger)
         let watchdog = WatchdogService(engine: engine, notifier: notifier)
+        var services: [ServiceGroupConfiguration.ServiceConfiguration] = [
+            .init(service: leases, successTerminationBehavior: .gracefullyShutdownGroup, failureTerminationBehavior: .gracefullyShutdownGroup),
+            .init(service: server, successTerminationBehavior: .gracefullyShutdownGroup, failureTerminationBehavior: .gracefullyShutdownGroup),
+            .init(service: watchdog, successTerminationBehavior: .ignore, failureTerminationBehavior: .gracefullyShutdownGroup),
+        ]
+        if let remote = config.remote {
+            // Loaded now: a missing or bad certificate stops the agent before it serves anything.
+            let tls = try TLSServer(
+                options: .init(remote: remote, limits: ConnectionLimits(maxBody: config.maxBody)), router: router,
+                logger: logger)
+            services.append(.init(service: tls, successTerminationBehavior: .gracefullyShutdownGroup, failureTerminationBehavior: .gracefullyShutdownGroup))
+            services.append(.init(service: ReloadOnHangup(tls: tls, logger: logger), successTerminationBehavior: .ignore, failureTerminationBehavior: .ignore))
+        }
+        if let listen = config.metricsListen {
+            let metrics = MetricsServer(listen: listen, router: router, logger: logger)
+            services.append(.init(service: metrics, successTerminationBehavior: .gracefullyShutdownGroup, failureTerminationBehavior: .gracefullyShutdownGroup))
+        }
         let serviceGroup = ServiceGroup(
             configuration: .init(
-                services: [
-                    .init(service: leases, successTerminationBehavior: .gracefullyShutdownGroup, failureTerminationBehavior: .gracefullyShutdownGroup),
-                    .init(service: server, successTerminationBehavior: .gracefullyShutdownGroup, failureTerminationBehavior: .gracefullyShutdownGroup),
-                    .init(service: watchdog, successTerminationBehavior: .ignore, failureTerminationBehavior: .gracefullyShutdownGroup),
-                ],
+                services: services,
                 gracefulShutdownSignals: [.sigterm, .sigint],
                 logger: logger))
         try await serviceGroup.run()
@@ -114,6 +130,26 @@ final class LeaseService: Service, Sendable {
             logger.critical(
                 "faults could not be reverted before exit; the journal keeps them for `chaos-agentd reap`",
                 metadata: ["event": "shutdown", "outcome": "pending", "leases": "\(left.map(\.id).joined(separator: ","))"])
+        }
+    }
+}
+
+/// SIGHUP: re-read the TLS certificate, key and client CA. Leases and open connections are untouched; a bad file is
+/// logged and the old certificates stay in use.
+struct ReloadOnHangup: Service {
+    let tls: TLSServer
+    let logger: Logger
+
+    func run() async throws {
+        let signals = await UnixSignalsSequence(trapping: .sighup)
+        try await cancelWhenGracefulShutdown {
+            for await _ in signals {
+                do { try tls.reload() } catch {
+                    logger.error(
+                        "TLS reload failed; keeping the certificates in use",
+                        metadata: ["event": "tls-reload", "outcome": "failed", "error": "\(error)"])
+                }
+            }
         }
     }
 }
