@@ -162,6 +162,8 @@ public actor LeaseEngine {
             }
         }
         do { try journal.compact() } catch { logger.error("journal compaction failed", metadata: ["error": "\(error)"]) }
+        // Every kind's gauge exists from the start (at 0), so dashboards show "none" rather than "no data".
+        for kind in drivers.keys { updateActiveGauge(kind) }
         accepting = accept
         rearm()
         return report

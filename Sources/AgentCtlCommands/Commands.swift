@@ -148,7 +148,14 @@ struct GetCommand: AsyncParsableCommand {
                 Format.time(f.expiresAt)
                     + (f.state.isFinal ? "" : " (in \(Format.timeLeft(f.expiresAt.timeIntervalSince(now))))")
             ),
+            (
+                "heartbeat",
+                f.heartbeat.map { hb in
+                    hb + (f.heartbeatDueAt.map { " (due \(Format.time($0)))" } ?? "")
+                } ?? "-"
+            ),
             ("reverted", Format.time(f.revertedAt)),
+            ("reason", f.revertReason ?? "-"),
             ("owner", f.owner),
             ("labels", Format.labels(f.labels)),
             ("error", f.error ?? "-"),

@@ -117,8 +117,8 @@ public struct APIRouter: Sendable {
         let needed = Self.requiredRole(method: r.method, route: route, body: r.body)
         guard caller.role >= needed else {
             throw AgentError.forbidden(
-                "\(caller.identity) is a \(caller.role.rawValue); \(Self.describe(needed, method: r.method, path: path)) "
-                    + "needs the \(needed.rawValue) role (see docs/security.md)")
+                "\(caller.identity) has the \(caller.role.rawValue) role; "
+                    + "\(Self.describe(needed, method: r.method, path: path)) needs \(needed.rawValue) (see docs/security.md)")
         }
         guard let route else { throw AgentError.notFound("no route \(r.method) \(path); see docs/api.md") }
         switch (r.method, route) {
