@@ -76,14 +76,17 @@ public final class Daemon: Sendable {
             .init(service: server, successTerminationBehavior: .gracefullyShutdownGroup, failureTerminationBehavior: .gracefullyShutdownGroup),
             .init(service: watchdog, successTerminationBehavior: .ignore, failureTerminationBehavior: .gracefullyShutdownGroup),
         ]
+        var tls: TLSServer?
         if let remote = config.remote {
             // Loaded now: a missing or bad certificate stops the agent before it serves anything.
-            let tls = try TLSServer(
+            let server = try TLSServer(
                 options: .init(remote: remote, limits: ConnectionLimits(maxBody: config.maxBody)), router: router,
                 logger: logger)
-            services.append(.init(service: tls, successTerminationBehavior: .gracefullyShutdownGroup, failureTerminationBehavior: .gracefullyShutdownGroup))
-            services.append(.init(service: ReloadOnHangup(tls: tls, logger: logger), successTerminationBehavior: .ignore, failureTerminationBehavior: .ignore))
+            tls = server
+            services.append(.init(service: server, successTerminationBehavior: .gracefullyShutdownGroup, failureTerminationBehavior: .gracefullyShutdownGroup))
         }
+        // Always trapped: SIGHUP's default action would end the agent (and leave its faults to `reap`).
+        services.append(.init(service: ReloadOnHangup(tls: tls, logger: logger), successTerminationBehavior: .ignore, failureTerminationBehavior: .ignore))
         if let listen = config.metricsListen {
             let metrics = MetricsServer(listen: listen, router: router, logger: logger)
             services.append(.init(service: metrics, successTerminationBehavior: .gracefullyShutdownGroup, failureTerminationBehavior: .gracefullyShutdownGroup))
@@ -137,13 +140,17 @@ final class LeaseService: Service, Sendable {
 /// SIGHUP: re-read the TLS certificate, key and client CA. Leases and open connections are untouched; a bad file is
 /// logged and the old certificates stay in use.
 struct ReloadOnHangup: Service {
-    let tls: TLSServer
+    let tls: TLSServer?
     let logger: Logger
 
     func run() async throws {
         let signals = await UnixSignalsSequence(trapping: .sighup)
         try await cancelWhenGracefulShutdown {
             for await _ in signals {
+                guard let tls else {
+                    logger.notice("SIGHUP: nothing to reload (no [remote] listener)", metadata: ["event": "reload"])
+                    continue
+                }
                 do { try tls.reload() } catch {
                     logger.error(
                         "TLS reload failed; keeping the certificates in use",

@@ -5,6 +5,7 @@ import Logging
 import NIOCore
 import NIOHTTP1
 import ServiceLifecycle
+import Synchronization
 
 /// Limits every connection, whatever its transport: a client that opens a connection and sends nothing (or stops
 /// half-way through its headers) is closed after `idle`; one that sent a request head but not all of its body within
@@ -21,6 +22,38 @@ public struct ConnectionLimits: Sendable {
     }
 }
 
+/// Counts responses whose last byte has been written to the socket, so a connection that ends with
+/// `Connection: close` is closed only after its answer is out (closing a NIO channel drops writes still pending).
+final class ResponseTracker: Sendable {
+    private struct State {
+        var completed = 0
+        var waiters: [(Int, CheckedContinuation<Void, Never>)] = []
+    }
+    private let state = Mutex(State())
+
+    func responseWritten() {
+        let ready = state.withLock { s -> [CheckedContinuation<Void, Never>] in
+            s.completed += 1
+            let due = s.waiters.filter { $0.0 <= s.completed }.map(\.1)
+            s.waiters.removeAll { $0.0 <= s.completed }
+            return due
+        }
+        ready.forEach { $0.resume() }
+    }
+
+    /// Returns once `count` responses have been written (or failed to be, when the connection died).
+    func waitUntilWritten(_ count: Int) async {
+        await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
+            let now = state.withLock { s -> Bool in
+                if s.completed >= count { return true }
+                s.waiters.append((count, c))
+                return false
+            }
+            if now { c.resume() }
+        }
+    }
+}
+
 /// Closes the connection when the client is too slow: armed on connect and after each response, re-armed with the
 /// shorter request limit when a request head arrives, disarmed while the request is being answered.
 final class RequestDeadlineHandler: ChannelDuplexHandler, RemovableChannelHandler {
@@ -30,9 +63,13 @@ final class RequestDeadlineHandler: ChannelDuplexHandler, RemovableChannelHandle
     typealias OutboundOut = HTTPServerResponsePart
 
     private let limits: ConnectionLimits
+    private let tracker: ResponseTracker
     private var timer: Scheduled<Void>?
 
-    init(limits: ConnectionLimits) { self.limits = limits }
+    init(limits: ConnectionLimits, tracker: ResponseTracker) {
+        self.limits = limits
+        self.tracker = tracker
+    }
 
     private func arm(_ context: ChannelHandlerContext, _ after: TimeAmount) {
         timer?.cancel()
@@ -61,8 +98,15 @@ final class RequestDeadlineHandler: ChannelDuplexHandler, RemovableChannelHandle
     }
 
     func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
-        if case .end = unwrapOutboundIn(data) { arm(context, limits.idle) }
-        context.write(data, promise: promise)
+        guard case .end = unwrapOutboundIn(data) else {
+            context.write(data, promise: promise)
+            return
+        }
+        arm(context, limits.idle)
+        let written = promise ?? context.eventLoop.makePromise()
+        let tracker = self.tracker
+        written.futureResult.whenComplete { _ in tracker.responseWritten() }
+        context.write(data, promise: written)
     }
 }
 
@@ -74,16 +118,21 @@ struct HTTPService: Sendable {
     let limits: ConnectionLimits
     let logger: Logger
 
-    /// Adds the HTTP codec and the deadline handler, then wraps the channel for async use. Call on the event loop.
-    static func configure(_ channel: any Channel, limits: ConnectionLimits) throws
-        -> NIOAsyncChannel<HTTPServerRequestPart, HTTPServerResponsePart>
-    {
-        try channel.pipeline.syncOperations.configureHTTPServerPipeline(withErrorHandling: true)
-        try channel.pipeline.syncOperations.addHandler(RequestDeadlineHandler(limits: limits))
-        return try NIOAsyncChannel<HTTPServerRequestPart, HTTPServerResponsePart>(wrappingChannelSynchronously: channel)
+    /// One accepted connection, ready for `serve`.
+    struct Connection: Sendable {
+        let channel: NIOAsyncChannel<HTTPServerRequestPart, HTTPServerResponsePart>
+        let tracker: ResponseTracker
     }
 
-    typealias Connection = NIOAsyncChannel<HTTPServerRequestPart, HTTPServerResponsePart>
+    /// Adds the HTTP codec and the deadline handler, then wraps the channel for async use. Call on the event loop.
+    static func configure(_ channel: any Channel, limits: ConnectionLimits) throws -> Connection {
+        let tracker = ResponseTracker()
+        try channel.pipeline.syncOperations.configureHTTPServerPipeline(withErrorHandling: true)
+        try channel.pipeline.syncOperations.addHandler(RequestDeadlineHandler(limits: limits, tracker: tracker))
+        return Connection(
+            channel: try NIOAsyncChannel<HTTPServerRequestPart, HTTPServerResponsePart>(wrappingChannelSynchronously: channel),
+            tracker: tracker)
+    }
 
     /// Accepts connections until graceful shutdown (which closes the listening socket), each served in its own child
     /// task by `body`; open connections are cancelled when the listener ends.
@@ -108,11 +157,19 @@ struct HTTPService: Sendable {
     /// Serves one connection. `identify` runs once, when the first request head has arrived (for TLS: after the
     /// handshake verified the client certificate); an error from it is answered and the connection closed.
     func serve(
-        _ connection: NIOAsyncChannel<HTTPServerRequestPart, HTTPServerResponsePart>, peer: String,
+        _ connection: Connection, peer: String,
         identify: @Sendable () async -> Result<Caller, AgentError>
     ) async {
+        let tracker = connection.tracker
+        var responses = 0
         do {
-            try await connection.executeThenClose { inbound, outbound in
+            try await connection.channel.executeThenClose { inbound, outbound in
+                // Every way out of this closure closes the connection: first let the last answer reach the socket.
+                func finish(_ response: APIResponse, _ head: HTTPRequestHead) async throws {
+                    responses += 1
+                    try await write(response, head: head, to: outbound, close: true)
+                    await tracker.waitUntilWritten(responses)
+                }
                 var caller: Caller?
                 var head: HTTPRequestHead?
                 var body = ByteBuffer()
@@ -129,23 +186,21 @@ struct HTTPService: Sendable {
                                         "event": "api", "peer": "\(peer)", "method": "\(h.method.rawValue)",
                                         "path": "\(h.uri)", "status": "\(e.status)", "error": "\(e.message)",
                                     ])
-                                try await write(APIRouter.error(e), head: h, to: outbound, close: true)
+                                try await finish(APIRouter.error(e), h)
                                 return
                             }
                         }
                         head = h
                         body.clear()
                         if let length = h.headers.first(name: "content-length").flatMap(Int.init), length > limits.maxBody {
-                            try await write(
-                                APIRouter.error(.tooLarge("request body is \(length) bytes; the limit is \(limits.maxBody)")),
-                                head: h, to: outbound, close: true)
+                            try await finish(
+                                APIRouter.error(.tooLarge("request body is \(length) bytes; the limit is \(limits.maxBody)")), h)
                             return
                         }
                     case .body(var chunk):
                         if body.readableBytes + chunk.readableBytes > limits.maxBody, let h = head {
-                            try await write(
-                                APIRouter.error(.tooLarge("request body is over the limit of \(limits.maxBody) bytes")),
-                                head: h, to: outbound, close: true)
+                            try await finish(
+                                APIRouter.error(.tooLarge("request body is over the limit of \(limits.maxBody) bytes")), h)
                             return
                         }
                         body.writeBuffer(&chunk)
@@ -158,9 +213,12 @@ struct HTTPService: Sendable {
                             method: h.method.rawValue, path: h.uri, headers: headers, body: Data(body.readableBytesView))
                         let response = await handle(request, caller)
                         if h.method != .GET && h.method != .HEAD { audit(request, caller: caller, peer: peer, response: response) }
-                        let keepAlive = h.isKeepAlive
-                        try await write(response, head: h, to: outbound, close: !keepAlive)
-                        if !keepAlive { return }
+                        if !h.isKeepAlive {
+                            try await finish(response, h)
+                            return
+                        }
+                        responses += 1
+                        try await write(response, head: h, to: outbound, close: false)
                         if case .events = response { return }
                     }
                 }

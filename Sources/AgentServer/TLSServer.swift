@@ -148,8 +148,8 @@ public final class TLSServer: Service, Sendable {
         try await HTTPService.acceptLoop(server) { connection, peer in await self.serve(connection, peer: peer) }
     }
 
-    private func serve(_ connection: NIOAsyncChannel<HTTPServerRequestPart, HTTPServerResponsePart>, peer: String) async {
-        let channel = connection.channel
+    private func serve(_ connection: HTTPService.Connection, peer: String) async {
+        let channel = connection.channel.channel
         let roles = self.roles
         await http.serve(connection, peer: "tls:\(peer)") {
             // A request head has been decoded, so the handshake (and the certificate check) is done.

@@ -414,3 +414,12 @@ def test_sighup_reloads_certificates_and_keeps_leases(remote, victims):
     assert remote.alive()
     assert https_once(remote.certs, remote.port, "viewer", "GET", f"/v1/faults/{fid}").json["state"] == "active"
     assert is_stopped(child.pid)
+
+
+def test_sighup_without_remote_is_harmless(agent, victims):
+    child = victims.spawn()
+    fault = agent.inject("pause", "--pid", str(child.pid), "--ttl", "60s")
+    os.kill(agent.pid, signal.SIGHUP)
+    wait_until(lambda: "nothing to reload" in agent.log(200), 5, what="SIGHUP noticed")
+    assert agent.alive() and agent.healthz() == 200
+    assert agent.fault(fault["id"])["state"] == "active" and is_stopped(child.pid)
