@@ -32,7 +32,8 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "tests" / "host"))
-from chaoslib import UnixHTTPConnection  # noqa: E402
+sys.path.insert(0, str(HERE))
+from spine import Client as SocketClient  # noqa: E402  (keep-alive HTTP over the socket, shared with spine.py)
 from remotelib import TLSClient, free_port, make_certs, remote_config  # noqa: E402
 
 
@@ -45,23 +46,6 @@ def pct(values, p):
         return None
     v = sorted(values)
     return v[max(0, math.ceil(p / 100 * len(v)) - 1)]
-
-
-class SocketClient:
-    def __init__(self, path):
-        self.path = path
-        self.conn = UnixHTTPConnection(path)
-
-    def request(self, method, url, body=None):
-        payload = None if body is None else json.dumps(body).encode()
-        headers = {"Content-Type": "application/json"} if payload is not None else {}
-        self.conn.request(method, url, body=payload, headers=headers)
-        r = self.conn.getresponse()
-        data = r.read()
-        return r.status, (json.loads(data) if data else None)
-
-    def close(self):
-        self.conn.close()
 
 
 class TLSWrap:

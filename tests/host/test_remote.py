@@ -423,3 +423,51 @@ def test_sighup_without_remote_is_harmless(agent, victims):
     wait_until(lambda: "nothing to reload" in agent.log(200), 5, what="SIGHUP noticed")
     assert agent.alive() and agent.healthz() == 200
     assert agent.fault(fault["id"])["state"] == "active" and is_stopped(child.pid)
+
+
+def test_cli_remote_flags_are_checked(remote, certs):
+    r = run_ctl(None, "--host", f"https://localhost:{remote.port}", "list")
+    assert r.rc == 2 and "--cert FILE --key FILE --ca FILE" in r.err, str(r)
+    r = run_ctl(None, "--cert", str(certs / "viewer.pem"), "list")
+    assert r.rc == 2 and "go with --host" in r.err, str(r)
+    r = run_ctl(None, "--host", f"http://localhost:{remote.port}", "--cert", str(certs / "viewer.pem"), "--key",
+                str(certs / "viewer.key"), "--ca", str(certs / "ca.pem"), "list")
+    assert r.rc == 2 and "https://" in r.err, str(r)
+    r = run_ctl(None, "--host", f"https://localhost:{remote.port}", "--cert", "/nonexistent.pem", "--key",
+                str(certs / "viewer.key"), "--ca", str(certs / "ca.pem"), "list")
+    assert r.rc == 2 and "/nonexistent.pem" in r.err, str(r)
+    # The server's certificate must chain to --ca: the wrong CA is refused by the client.
+    r = run_ctl(None, "--host", f"https://localhost:{remote.port}", "--cert", str(certs / "viewer.pem"), "--key",
+                str(certs / "viewer.key"), "--ca", str(certs / "other-ca.pem"), "list")
+    assert r.rc == 5, str(r)
+    # A viewer's change is refused with exit 3 and the role it needs.
+    r = ctl_remote(remote, "viewer", "revert", "--all")
+    assert r.rc == 3 and "admin" in r.err, str(r)
+    h = run_ctl(None, "inject", "pause", "--help")
+    assert "--heartbeat" in h.out and "--idempotency-key" in h.out
+
+
+def test_cli_events_follow_over_tls(remote, victims):
+    child = victims.spawn()
+    c = remote.certs
+    p = subprocess.Popen([str(AGENTCTL), "--host", f"https://localhost:{remote.port}", "--cert", str(c / "viewer.pem"),
+                          "--key", str(c / "viewer.key"), "--ca", str(c / "ca.pem"), "--json", "events", "--since", "0"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True)
+    try:
+        fault = https_once(c, remote.port, "operator", "POST", "/v1/faults",
+                           pause_body(child.pid, ttl="1s", heartbeat="500ms")).json
+        seen = []
+        end = time.monotonic() + 10
+        while time.monotonic() < end:
+            line = p.stdout.readline()
+            if not line:
+                break
+            e = json.loads(line)
+            if e["fault"]["id"] == fault["id"]:
+                seen.append(e["type"])
+            if e["type"] == "reverted":
+                break
+        assert seen == ["applied", "heartbeat-missed", "reverted"], seen
+    finally:
+        p.terminate()
+        p.wait(timeout=5)
