@@ -541,8 +541,10 @@ public actor LeaseEngine {
         if lease.state != .reverting {
             // Not journaled: to recovery, "reverting" and "active" mean the same (revert it).
             lease.state = .reverting
-            leases[id] = lease
         }
+        // The first reason sticks: a revert that had to be retried still ended because it expired (or was revoked).
+        if lease.revertReason == nil && reason != "retry" { lease.revertReason = reason }
+        leases[id] = lease
         do {
             guard let driver = drivers[lease.kind] else {
                 throw AgentError.failed("this agent has no driver for kind '\(lease.kind)' to revert it with")
@@ -572,7 +574,7 @@ public actor LeaseEngine {
         lease.state = finalState
         lease.revertedAt = now
         lease.error = failure
-        if lease.revertReason == nil || reason != "retry" { lease.revertReason = reason }
+        if lease.revertReason == nil { lease.revertReason = reason }
         leases[id] = lease
         updateActiveGauge(lease.kind)
         for c in lease.claims where claimHolders[c] == id { claimHolders.removeValue(forKey: c) }

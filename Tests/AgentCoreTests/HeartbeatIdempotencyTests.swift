@@ -100,6 +100,24 @@ struct HeartbeatTests {
         } catch let err as AgentError { #expect(err.status == 409) }
     }
 
+    @Test func theFirstReasonSticksThroughRetries() async throws {
+        let e = try engine()
+        _ = await e.recover()
+        driver.state.withLock { $0.failRevertTimes = 1 }
+        let f = try await e.create(beating("a"), context: ctx)
+        clock.advance(by: 2)
+        await e.fireDue()
+        await e.settle()
+        #expect(try await e.get(f.id).state == .reverting)
+        #expect(try await e.get(f.id).revertReason == "heartbeat-missed")
+        clock.advance(by: 1)
+        await e.fireDue()
+        await e.settle()
+        let after = try await e.get(f.id)
+        #expect(after.state == .reverted)
+        #expect(after.revertReason == "heartbeat-missed")
+    }
+
     @Test func heartbeatIntervalIsJournaled() async throws {
         let e = try engine()
         _ = await e.recover()
