@@ -145,7 +145,7 @@ struct ReloadOnHangup: Service {
 
     func run() async throws {
         let signals = await UnixSignalsSequence(trapping: .sighup)
-        try await cancelWhenGracefulShutdown {
+        await cancelWhenGracefulShutdown {
             for await _ in signals {
                 guard let tls else {
                     logger.notice("SIGHUP: nothing to reload (no [remote] listener)", metadata: ["event": "reload"])

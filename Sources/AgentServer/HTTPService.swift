@@ -27,6 +27,7 @@ public struct ConnectionLimits: Sendable {
 final class ResponseTracker: Sendable {
     private struct State {
         var completed = 0
+        var closed = false
         var waiters: [(Int, CheckedContinuation<Void, Never>)] = []
     }
     private let state = Mutex(State())
@@ -41,11 +42,21 @@ final class ResponseTracker: Sendable {
         ready.forEach { $0.resume() }
     }
 
-    /// Returns once `count` responses have been written (or failed to be, when the connection died).
+    /// The connection is gone: nothing more will be written, so nobody may wait for it.
+    func connectionClosed() {
+        let all = state.withLock { s -> [CheckedContinuation<Void, Never>] in
+            s.closed = true
+            defer { s.waiters.removeAll() }
+            return s.waiters.map(\.1)
+        }
+        all.forEach { $0.resume() }
+    }
+
+    /// Returns once `count` responses have been written (or failed to be), or the connection has closed.
     func waitUntilWritten(_ count: Int) async {
         await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
             let now = state.withLock { s -> Bool in
-                if s.completed >= count { return true }
+                if s.completed >= count || s.closed { return true }
                 s.waiters.append((count, c))
                 return false
             }
@@ -83,6 +94,7 @@ final class RequestDeadlineHandler: ChannelDuplexHandler, RemovableChannelHandle
     func channelInactive(context: ChannelHandlerContext) {
         timer?.cancel()
         timer = nil
+        tracker.connectionClosed()
         context.fireChannelInactive()
     }
 
