@@ -471,3 +471,20 @@ def test_cli_events_follow_over_tls(remote, victims):
     finally:
         p.terminate()
         p.wait(timeout=5)
+
+
+def test_tls_versions(remote):
+    def negotiated(maximum=None, minimum=None):
+        ctx = tls_context(remote.certs, "viewer")
+        if maximum:
+            ctx.maximum_version = maximum
+        if minimum:
+            ctx.minimum_version = minimum
+        with socket.create_connection(("127.0.0.1", remote.port), timeout=5) as raw:
+            with ctx.wrap_socket(raw, server_hostname="localhost") as s:
+                return s.version()
+    assert negotiated() == "TLSv1.3"  # preferred when the client offers it
+    assert negotiated(maximum=ssl.TLSVersion.TLSv1_2) == "TLSv1.2"
+    # Below 1.2 the agent does not answer: the handshake fails (on whichever side refuses first).
+    with pytest.raises(ssl.SSLError):
+        negotiated(maximum=ssl.TLSVersion.TLSv1_1, minimum=ssl.TLSVersion.TLSv1)
