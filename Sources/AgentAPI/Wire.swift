@@ -50,11 +50,17 @@ public struct FaultObject: Codable, Sendable, Equatable {
     public var ttl: String
     /// Revert attempts that failed so far (retried with backoff until the fault is gone).
     public var revertAttempts: Int
+    /// The heartbeat interval the fault was created with (`null` without one).
+    public var heartbeat: String?
+    /// When the fault is reverted unless a heartbeat (or renew) arrives first (`null` without a heartbeat).
+    public var heartbeatDueAt: Date?
+    /// Why the fault ended: `expired`, `heartbeat-missed`, `revoked by ...`, `shutdown`, `recovered`, `apply-failed`.
+    public var revertReason: String?
 
     public init(
         id: String, kind: String, spec: JSONValue, target: JSONValue, state: FaultState, createdAt: Date,
         expiresAt: Date, revertedAt: Date?, owner: String, labels: [String: String], error: String?, ttl: String,
-        revertAttempts: Int = 0
+        revertAttempts: Int = 0, heartbeat: String? = nil, heartbeatDueAt: Date? = nil, revertReason: String? = nil
     ) {
         self.id = id
         self.kind = kind
@@ -69,12 +75,16 @@ public struct FaultObject: Codable, Sendable, Equatable {
         self.error = error
         self.ttl = ttl
         self.revertAttempts = revertAttempts
+        self.heartbeat = heartbeat
+        self.heartbeatDueAt = heartbeatDueAt
+        self.revertReason = revertReason
     }
 }
 
 extension FaultObject {
     private enum CodingKeys: String, CodingKey {
         case id, kind, spec, target, state, createdAt, expiresAt, revertedAt, owner, labels, error, ttl, revertAttempts
+        case heartbeat, heartbeatDueAt, revertReason
     }
 
     /// Every field is always present: `revertedAt` and `error` are `null` until they have a value.
@@ -93,6 +103,9 @@ extension FaultObject {
         try c.encode(error, forKey: .error)
         try c.encode(ttl, forKey: .ttl)
         try c.encode(revertAttempts, forKey: .revertAttempts)
+        try c.encode(heartbeat, forKey: .heartbeat)
+        try c.encode(heartbeatDueAt, forKey: .heartbeatDueAt)
+        try c.encode(revertReason, forKey: .revertReason)
     }
 }
 
@@ -189,6 +202,7 @@ public struct FaultEvent: Codable, Sendable, Equatable {
     public enum EventType: String, Codable, Sendable {
         case applied, renewed, reverted, failed
         case revertFailed = "revert-failed"
+        case heartbeatMissed = "heartbeat-missed"
     }
     public var seq: UInt64
     public var type: EventType

@@ -11,20 +11,21 @@ public struct AgentClient: Sendable {
     public let endpoint: AgentEndpoint
     private let http: HTTPClient
 
-    public init(endpoint: AgentEndpoint) {
+    public init(endpoint: AgentEndpoint) throws {
         self.endpoint = endpoint
-        self.http = endpoint.makeHTTPClient()
+        self.http = try endpoint.makeHTTPClient()
     }
 
     public init(socketPath: String) {
-        self.init(endpoint: .unixSocket(socketPath))
+        // A Unix-socket client loads no files, so it cannot fail.
+        self = try! AgentClient(endpoint: .unixSocket(socketPath))
     }
 
     /// Creates a client, runs `body`, shuts the client down whatever happens.
     public static func withClient<T: Sendable>(
         _ endpoint: AgentEndpoint, _ body: (AgentClient) async throws -> T
     ) async throws -> T {
-        let client = AgentClient(endpoint: endpoint)
+        let client = try AgentClient(endpoint: endpoint)
         do {
             let result = try await body(client)
             await client.shutdown()
@@ -57,9 +58,18 @@ public struct AgentClient: Sendable {
         try decode(FaultObject.self, from: try await send(.GET, "/v1/faults/\(try Self.pathSegment(id))"))
     }
 
-    public func inject(_ request: FaultRequest) async throws -> FaultObject {
+    /// With `idempotencyKey`, retrying the same request (say, after a timeout) never injects twice.
+    public func inject(_ request: FaultRequest, idempotencyKey: String? = nil) async throws -> FaultObject {
         let body = try WireCoding.encoder().encode(request)
-        return try decode(FaultObject.self, from: try await send(.POST, "/v1/faults", body: body))
+        var headers = HTTPHeaders()
+        if let idempotencyKey { headers.add(name: "Idempotency-Key", value: idempotencyKey) }
+        return try decode(FaultObject.self, from: try await send(.POST, "/v1/faults", body: body, headers: headers))
+    }
+
+    /// Keeps a heartbeat fault alive for another interval.
+    public func heartbeat(_ id: String) async throws -> FaultObject {
+        try decode(
+            FaultObject.self, from: try await send(.POST, "/v1/faults/\(try Self.pathSegment(id))/heartbeat", body: Data("{}".utf8)))
     }
 
     public func renew(_ id: String, ttl: String) async throws -> FaultObject {
@@ -146,8 +156,10 @@ public struct AgentClient: Sendable {
     }
 
     /// One request whose answer is JSON; error statuses are thrown as `.http`.
-    private func send(_ method: HTTPMethod, _ uri: String, body: Data? = nil) async throws -> Data {
-        var headers = HTTPHeaders()
+    private func send(
+        _ method: HTTPMethod, _ uri: String, body: Data? = nil, headers extra: HTTPHeaders = [:]
+    ) async throws -> Data {
+        var headers = extra
         headers.add(name: "Accept", value: "application/json")
         let response = try await execute(method, uri, headers: headers, body: body)
         let data = try await collect(response)

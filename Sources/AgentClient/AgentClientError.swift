@@ -9,6 +9,8 @@ public enum AgentClientError: Error, Sendable, Equatable, CustomStringConvertibl
     case http(status: Int, ErrorBody)
     /// The agent answered something this client does not understand.
     case protocolError(String)
+    /// The command line names an endpoint that cannot work (bad --host URL, unreadable --cert/--key/--ca).
+    case usage(String)
 
     public var description: String {
         switch self {
@@ -20,6 +22,8 @@ public enum AgentClientError: Error, Sendable, Equatable, CustomStringConvertibl
             return "\(s) [HTTP \(status) \(body.error.code)]"
         case .protocolError(let what):
             return "unexpected answer from chaos-agentd: \(what)"
+        case .usage(let what):
+            return what
         }
     }
 

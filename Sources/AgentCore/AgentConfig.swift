@@ -17,6 +17,10 @@ public struct AgentConfig: Sendable, Equatable {
     /// Which tc classifier network faults target traffic with: `auto` (flower where the kernel has it, else u32),
     /// `u32` or `flower`.
     public var networkClassifier = "auto"
+    /// `[remote]`: the mutual-TLS listener; nil unless `listen` is set.
+    public var remote: RemoteConfig?
+    /// `[metrics] listen`: an optional plain-HTTP listener serving only `GET /metrics` (and `/healthz`).
+    public var metricsListen: ListenAddress?
 
     public init() {}
 
@@ -44,9 +48,14 @@ public struct AgentConfig: Sendable, Equatable {
         }
         var c = AgentConfig()
         try checkKeys(table, allowed: ["agent", "policy", "network", "remote", "metrics"], section: nil, source: source)
-        if table["remote"] != nil || table["metrics"] != nil {
-            throw ConfigError(
-                "\(source): [remote] and [metrics] arrive with the remote-control release and are not supported by this version")
+        if let remote = try section(table, "remote", source) {
+            c.remote = try RemoteConfig.parse(remote, source: source)
+        }
+        if let metrics = try section(table, "metrics", source) {
+            try checkKeys(metrics, allowed: ["listen"], section: "metrics", source: source)
+            if let v = try string(metrics, "listen", "metrics", source) {
+                c.metricsListen = try ListenAddress.parse(v, what: "\(source): [metrics] listen")
+            }
         }
         if let agent = try section(table, "agent", source) {
             try checkKeys(
@@ -102,19 +111,19 @@ public struct AgentConfig: Sendable, Equatable {
         return c
     }
 
-    private static func section(_ t: TOMLTable, _ key: String, _ source: String) throws -> TOMLTable? {
+    static func section(_ t: TOMLTable, _ key: String, _ source: String) throws -> TOMLTable? {
         guard let v = t[key] else { return nil }
         guard let s = v.table else { throw ConfigError("\(source): '\(key)' must be a table ([\(key)])") }
         return s
     }
 
-    private static func string(_ t: TOMLTable, _ key: String, _ section: String, _ source: String) throws -> String? {
+    static func string(_ t: TOMLTable, _ key: String, _ section: String, _ source: String) throws -> String? {
         guard let v = t[key] else { return nil }
         guard let s = v.string else { throw ConfigError("\(source): [\(section)] \(key) must be a string") }
         return s
     }
 
-    private static func checkKeys(_ t: TOMLTable, allowed: Set<String>, section: String?, source: String) throws {
+    static func checkKeys(_ t: TOMLTable, allowed: Set<String>, section: String?, source: String) throws {
         for key in t.keys where !allowed.contains(key) {
             let where_ = section.map { "[\($0)] " } ?? ""
             throw ConfigError(

@@ -1,4 +1,5 @@
 import AgentAPI
+import CoreMetrics
 import Foundation
 import Synchronization
 
@@ -13,6 +14,8 @@ public struct JournalRecord: Codable, Sendable, Equatable {
         case renew
         /// The revert plan changed after apply (for example what was really touched).
         case plan
+        /// An idempotency key kept after its lease ended (written by compaction; intents carry the key otherwise).
+        case key
     }
 
     public var type: RecordType
@@ -30,6 +33,11 @@ public struct JournalRecord: Codable, Sendable, Equatable {
     public var ttl: String?
     public var state: FaultState?
     public var error: String?
+    /// Heartbeat interval as written (`10s`), on intents of heartbeat leases.
+    public var heartbeat: String?
+    /// `Idempotency-Key` of the request that created the lease, and a digest of its body.
+    public var idempotencyKey: String?
+    public var requestHash: String?
 
     public init(type: RecordType, id: String, at: Date) {
         self.type = type
@@ -53,6 +61,9 @@ public struct JournaledLease: Sendable, Equatable {
     public var ttl: String
     public var state: FaultState
     public var error: String?
+    public var heartbeat: String?
+    public var idempotencyKey: String?
+    public var requestHash: String?
 
     /// The intent record that recreates this lease as it is now (used by compaction).
     var asIntent: JournalRecord {
@@ -69,6 +80,31 @@ public struct JournaledLease: Sendable, Equatable {
         r.ttl = ttl
         r.state = state
         r.error = error
+        r.heartbeat = heartbeat
+        r.idempotencyKey = idempotencyKey
+        r.requestHash = requestHash
+        return r
+    }
+}
+
+/// An `Idempotency-Key` the agent remembers: which fault it created and a digest of the request body.
+public struct IdempotencyEntry: Sendable, Equatable {
+    public var key: String
+    public var faultID: String
+    public var requestHash: String
+    public var at: Date
+
+    public init(key: String, faultID: String, requestHash: String, at: Date) {
+        self.key = key
+        self.faultID = faultID
+        self.requestHash = requestHash
+        self.at = at
+    }
+
+    var record: JournalRecord {
+        var r = JournalRecord(type: .key, id: faultID, at: at)
+        r.idempotencyKey = key
+        r.requestHash = requestHash
         return r
     }
 }
@@ -83,6 +119,8 @@ public struct JournalReplay: Sendable {
     public var badBytes: Int
     /// Records naming a lease with no intent.
     public var orphanRecords: Int
+    /// Idempotency keys still within their retention, oldest first.
+    public var keys: [IdempotencyEntry] = []
 
     /// Leases whose fault may still be on the host.
     public var unreverted: [JournaledLease] { leases.filter { !$0.state.isFinal } }
@@ -96,19 +134,27 @@ public struct JournalReplay: Sendable {
 public final class Journal: Sendable {
     public let path: String
     public let compactAfter: Int
+    /// Idempotency keys are kept this long, and at most `maxKeys` of them (the oldest go first).
+    public let keyRetention: TimeInterval
+    public let maxKeys: Int
     private struct State {
         var fd: Int32
         var records: Int
         var live: [String: JournaledLease]
         var order: [String]
+        var keys: [String: IdempotencyEntry] = [:]
     }
     private let state: Mutex<State>
 
     /// Opens (creating if needed) the journal in `directory` and replays it.
-    public init(directory: String, compactAfter: Int = 4096) throws {
+    public init(
+        directory: String, compactAfter: Int = 4096, keyRetention: TimeInterval = 24 * 3600, maxKeys: Int = 10_000
+    ) throws {
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         path = directory + "/journal.log"
         self.compactAfter = compactAfter
+        self.keyRetention = keyRetention
+        self.maxKeys = maxKeys
         let fd = open(path, O_RDWR | O_CREAT | O_APPEND | O_CLOEXEC, 0o600)
         guard fd >= 0 else { throw JournalError.io("open \(path)", errno) }
         state = Mutex(State(fd: fd, records: 0, live: [:], order: []))
@@ -128,6 +174,7 @@ public final class Journal: Sendable {
         var bad = 0
         var badBytes = 0
         var orphans = 0
+        var keys: [String: IdempotencyEntry] = [:]
         let decoder = WireCoding.decoder()
         var start = data.startIndex
         while start < data.endIndex {
@@ -142,6 +189,8 @@ public final class Journal: Sendable {
                 continue
             }
             good += 1
+            if let entry = Self.keyEntry(record) { keys[entry.key] = entry }
+            if record.type == .key { continue }
             if record.type == .intent {
                 guard let lease = Self.lease(fromIntent: record) else {
                     bad += 1
@@ -156,14 +205,21 @@ public final class Journal: Sendable {
                 orphans += 1
             }
         }
-        state.withLock { s in
+        // A lease whose apply failed never took effect: its key is free for a retry.
+        keys = keys.filter { leases[$0.value.faultID]?.state != .failed }
+        let kept = state.withLock { s in
             s.records = good
             s.live = leases.filter { !$0.value.state.isFinal }
             s.order = order.filter { s.live[$0] != nil }
+            s.keys = keys
+            pruneKeys(&s, now: Date())
+            return s.keys.values.sorted { $0.at < $1.at }
         }
-        return JournalReplay(
+        var replay = JournalReplay(
             leases: order.compactMap { leases[$0] }, goodRecords: good, badLines: bad, badBytes: badBytes,
             orphanRecords: orphans)
+        replay.keys = kept
+        return replay
     }
 
     /// Appends one record and fsyncs it before returning.
@@ -171,8 +227,15 @@ public final class Journal: Sendable {
         let line = try Self.encodeLine(record)
         try state.withLock { s in
             try Self.writeAll(fd: s.fd, line)
+            let started = ContinuousClock.now
             guard fdatasync(s.fd) == 0 else { throw JournalError.io("fdatasync \(path)", errno) }
+            CoreMetrics.Timer(label: "chaos_agent_journal_fsync_duration_seconds")
+                .recordNanoseconds(EngineMetrics.nanoseconds(ContinuousClock.now - started))
             s.records += 1
+            if let entry = Self.keyEntry(record) {
+                s.keys[entry.key] = entry
+                if s.keys.count > maxKeys { pruneKeys(&s, now: Date()) }
+            }
             if record.type == .intent, let lease = Self.lease(fromIntent: record) {
                 if s.live[record.id] == nil { s.order.append(record.id) }
                 s.live[record.id] = lease
@@ -184,7 +247,7 @@ public final class Journal: Sendable {
                     s.live[record.id] = lease
                 }
             }
-            if s.records >= compactAfter && s.records > 4 * max(s.live.count, 1) {
+            if s.records >= compactAfter + s.keys.count && s.records > 4 * max(s.live.count + s.keys.count, 1) {
                 try compactLocked(&s)
             }
         }
@@ -201,11 +264,38 @@ public final class Journal: Sendable {
     /// Leases the journal says may still be on the host.
     public var liveLeases: [JournaledLease] { state.withLock { s in s.order.compactMap { s.live[$0] } } }
 
+    /// Forgets an idempotency key (its apply failed, so a retry may try again). Not journaled: replay drops keys of
+    /// failed leases by itself.
+    public func forgetKey(_ key: String) {
+        state.withLock { _ = $0.keys.removeValue(forKey: key) }
+    }
+
+    /// Keys older than the retention, then the oldest beyond `maxKeys`.
+    private func pruneKeys(_ s: inout State, now: Date) {
+        let cutoff = now.addingTimeInterval(-keyRetention)
+        s.keys = s.keys.filter { $0.value.at >= cutoff }
+        if s.keys.count > maxKeys {
+            let drop = s.keys.values.sorted { $0.at < $1.at }.prefix(s.keys.count - maxKeys)
+            for e in drop { s.keys.removeValue(forKey: e.key) }
+        }
+    }
+
+    static func keyEntry(_ r: JournalRecord) -> IdempotencyEntry? {
+        guard r.type == .intent || r.type == .key, let key = r.idempotencyKey, let hash = r.requestHash else { return nil }
+        return IdempotencyEntry(key: key, faultID: r.id, requestHash: hash, at: r.createdAt ?? r.at)
+    }
+
+
     private func compactLocked(_ s: inout State) throws {
         s.order = s.order.filter { s.live[$0] != nil }
+        pruneKeys(&s, now: Date())
         var body = Data()
         for id in s.order {
             if let lease = s.live[id] { body.append(try Self.encodeLine(lease.asIntent)) }
+        }
+        // Keys of leases that ended stay as key records, so a retry after the lease is gone is still recognised.
+        for entry in s.keys.values.sorted(by: { $0.at < $1.at }) where s.live[entry.faultID]?.idempotencyKey != entry.key {
+            body.append(try Self.encodeLine(entry.record))
         }
         let tmp = path + ".tmp"
         let fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
@@ -224,7 +314,7 @@ public final class Journal: Sendable {
         guard newFD >= 0 else { throw JournalError.io("reopen \(path)", errno) }
         close(s.fd)
         s.fd = newFD
-        s.records = s.order.count
+        s.records = s.order.count + s.keys.count
     }
 
     // MARK: - Encoding
@@ -251,12 +341,13 @@ public final class Journal: Sendable {
         return JournaledLease(
             id: r.id, kind: kind, spec: r.spec ?? .null, target: r.target ?? .null, plan: r.plan ?? .null,
             claims: r.claims ?? [], owner: r.owner ?? "unknown", labels: r.labels ?? [:], createdAt: createdAt,
-            expiresAt: expiresAt, ttl: r.ttl ?? "", state: r.state ?? .applying, error: r.error)
+            expiresAt: expiresAt, ttl: r.ttl ?? "", state: r.state ?? .applying, error: r.error, heartbeat: r.heartbeat,
+            idempotencyKey: r.idempotencyKey, requestHash: r.requestHash)
     }
 
     static func apply(_ r: JournalRecord, to lease: inout JournaledLease) {
         switch r.type {
-        case .intent: break
+        case .intent, .key: break
         case .state:
             if let s = r.state { lease.state = s }
             lease.error = r.error

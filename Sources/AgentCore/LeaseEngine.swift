@@ -53,13 +53,30 @@ public actor LeaseEngine {
         var error: String?
         var revertedAt: Date?
         var revertAttempts = 0
+        /// Heartbeat lease: reverted unless a heartbeat (or renew) arrives within `heartbeat` of `lastBeat`.
+        var heartbeat: Duration?
+        var heartbeatText: String?
+        var lastBeat: Date
+        var revertReason: String?
+        var idempotencyKey: String?
+
+        var heartbeatDue: Date? { heartbeat.map { lastBeat.addingTimeInterval($0.seconds) } }
+        /// The one deadline the scheduler keeps for this lease: TTL expiry or the heartbeat, whichever is first.
+        var deadline: Date { min(expiresAt, heartbeatDue ?? expiresAt) }
 
         var object: FaultObject {
             FaultObject(
                 id: id, kind: kind, spec: spec, target: target, state: state, createdAt: createdAt,
                 expiresAt: expiresAt, revertedAt: revertedAt, owner: owner, labels: labels, error: error, ttl: ttl,
-                revertAttempts: revertAttempts)
+                revertAttempts: revertAttempts, heartbeat: heartbeatText,
+                heartbeatDueAt: state.isFinal ? nil : heartbeatDue, revertReason: revertReason)
         }
+    }
+
+    /// What `submit` did: created a fault, or answered a retry of an `Idempotency-Key` with the fault it created.
+    public struct Submission: Sendable {
+        public var fault: FaultObject
+        public var replayed: Bool
     }
 
     private let drivers: [String: any FaultDriver]
@@ -81,6 +98,7 @@ public actor LeaseEngine {
     private var eventBuffer: [FaultEvent] = []
     private var subscribers: [UUID: AsyncStream<FaultEvent>.Continuation] = [:]
     private static let eventBufferSize = 1024
+    private var idempotencyKeys: [String: IdempotencyEntry] = [:]
 
     public init(
         drivers: [any FaultDriver], journal: Journal, policy: LeasePolicy, clock: any AgentClock = SystemClock(),
@@ -118,12 +136,14 @@ public actor LeaseEngine {
                     "goodRecords": "\(replay.goodRecords)",
                 ])
         }
+        for k in replay.keys { idempotencyKeys[k.key] = k }
         for j in replay.unreverted {
             insert(
                 Lease(
                     id: j.id, kind: j.kind, spec: j.spec, target: j.target, plan: j.plan, claims: j.claims,
                     owner: j.owner, labels: j.labels, createdAt: j.createdAt, expiresAt: j.expiresAt, ttl: j.ttl,
-                    state: .reverting, error: nil))
+                    state: .reverting, error: nil, heartbeatText: j.heartbeat, lastBeat: j.createdAt,
+                    idempotencyKey: j.idempotencyKey))
             var outcome = await performRevert(j.id, reason: "recovered")
             // A couple of quick retries before giving up on a clean start; the scheduler keeps retrying after.
             for delay in [0.05, 0.2] where outcome.state != .reverted {
@@ -142,6 +162,8 @@ public actor LeaseEngine {
             }
         }
         do { try journal.compact() } catch { logger.error("journal compaction failed", metadata: ["error": "\(error)"]) }
+        // Every kind's gauge exists from the start (at 0), so dashboards show "none" rather than "no data".
+        for kind in drivers.keys { updateActiveGauge(kind) }
         accepting = accept
         rearm()
         return report
@@ -179,7 +201,36 @@ public actor LeaseEngine {
     }
 
     public func create(_ request: FaultRequest, context: FaultContext) async throws -> FaultObject {
+        try await submit(request, context: context).fault
+    }
+
+    /// Creates a fault; with an `Idempotency-Key`, a retry of the same request returns the fault the first one
+    /// created (`replayed`), and the same key with a different request is refused (422).
+    public func submit(
+        _ request: FaultRequest, context: FaultContext, idempotencyKey: String? = nil
+    ) async throws -> Submission {
         guard accepting else { throw AgentError.notReady("the agent is not accepting faults (starting up or shutting down)") }
+        var requestHash: String?
+        if let key = idempotencyKey {
+            try Self.validate(idempotencyKey: key)
+            let hash = Self.digest(request)
+            requestHash = hash
+            if let known = idempotencyKeys[key] {
+                guard known.requestHash == hash else {
+                    throw AgentError(
+                        status: 422, code: "idempotency-key-reused",
+                        message: "Idempotency-Key '\(key)' was used for a different request (fault \(known.faultID)); "
+                            + "use a new key for a new fault", field: "Idempotency-Key")
+                }
+                EngineMetrics.idempotentReplay()
+                guard let lease = leases[known.faultID] else {
+                    throw AgentError.conflict(
+                        "Idempotency-Key '\(key)' already created fault \(known.faultID), which has ended and is no longer "
+                            + "listed; nothing was injected again")
+                }
+                return Submission(fault: lease.object, replayed: true)
+            }
+        }
         guard !request.kind.isEmpty else { throw AgentError.badRequest("kind is empty", field: "kind") }
         guard let driver = drivers[request.kind] else {
             throw AgentError.badRequest(
@@ -192,9 +243,7 @@ public actor LeaseEngine {
                 "fault kind '\(request.kind)' cannot work on this host: \(availability.reason ?? "unavailable")")
         }
         let ttl = try parseTTL(request.ttl)
-        if request.heartbeat != nil {
-            throw AgentError.unsupported("heartbeat leases arrive with the remote-control release; use ttl and renew")
-        }
+        let heartbeat = try request.heartbeat.map { try parseHeartbeat($0, ttl: ttl) }
         let labels = request.labels ?? [:]
         try validate(labels: labels)
         guard case .object = request.spec else { throw AgentError.badRequest("spec must be a JSON object", field: "spec") }
@@ -218,7 +267,9 @@ public actor LeaseEngine {
         var lease = Lease(
             id: id, kind: request.kind, spec: request.spec, target: prepared.target, plan: prepared.plan,
             claims: prepared.claims, owner: context.owner, labels: labels, createdAt: now,
-            expiresAt: now.addingTimeInterval(ttl.seconds), ttl: request.ttl, state: .applying, error: nil)
+            expiresAt: now.addingTimeInterval(ttl.seconds), ttl: request.ttl, state: .applying, error: nil,
+            heartbeat: heartbeat, heartbeatText: heartbeat == nil ? nil : request.heartbeat, lastBeat: now,
+            idempotencyKey: idempotencyKey)
 
         var intent = JournalRecord(type: .intent, id: id, at: now)
         intent.kind = lease.kind
@@ -232,6 +283,9 @@ public actor LeaseEngine {
         intent.expiresAt = lease.expiresAt
         intent.ttl = lease.ttl
         intent.state = .applying
+        intent.heartbeat = lease.heartbeatText
+        intent.idempotencyKey = idempotencyKey
+        intent.requestHash = requestHash
         do {
             try journal.append(intent)
         } catch {
@@ -239,6 +293,9 @@ public actor LeaseEngine {
             throw AgentError.failed("cannot write the journal, so the fault was not applied: \(error)")
         }
         insert(lease)
+        if let key = idempotencyKey, let hash = requestHash {
+            idempotencyKeys[key] = IdempotencyEntry(key: key, faultID: id, requestHash: hash, at: now)
+        }
         let journaledAt = ContinuousClock.now
 
         do {
@@ -257,6 +314,12 @@ public actor LeaseEngine {
             lease = leases[id] ?? lease
             lease.error = reason
             leases[id] = lease
+            if let key = idempotencyKey {
+                // Nothing took effect: a retry with the same key may try again.
+                idempotencyKeys.removeValue(forKey: key)
+                journal.forgetKey(key)
+            }
+            EngineMetrics.applyFailed(kind: lease.kind, code: (error as? AgentError)?.code ?? "apply-failed")
             let rolledBack = await performRevert(id, reason: "apply-failed", finalState: .failed, failure: reason)
             logger.warning(
                 "apply failed",
@@ -276,27 +339,32 @@ public actor LeaseEngine {
         let appliedAt = ContinuousClock.now
         lease = leases[id] ?? lease
         lease.state = .active
+        // The first heartbeat interval starts when the fault is in place, not when the request arrived.
+        lease.lastBeat = max(lease.lastBeat, clock.now())
         leases[id] = lease
         // No journal record for "active": recovery reverts every lease that is not reverted or failed, whether it
         // was still applying or active, so the intent alone is enough and an apply costs one fdatasync.
-        queue.schedule(id, at: lease.expiresAt)
+        queue.schedule(id, at: lease.deadline)
         rearm()
         let plan = lease.plan
         sustainers[id] = Task { await driver.sustain(plan: plan) }
         emit(.applied, lease.object)
+        let applyDuration = ContinuousClock.now - started
+        EngineMetrics.applied(kind: lease.kind, duration: applyDuration)
         logger.info(
             "fault applied",
             metadata: [
                 "event": "apply", "lease": "\(id)", "kind": "\(lease.kind)", "owner": "\(lease.owner)",
                 "outcome": "active", "ttl": "\(lease.ttl)", "expiresAt": "\(RFC3339.format(lease.expiresAt))",
                 "target": "\(Self.compactJSON(lease.target))",
-                "applyMs": "\(Self.ms(ContinuousClock.now - started))",
+                "applyMs": "\(Self.ms(applyDuration))",
                 // Where the time went: resolving the spec, the journal's fdatasync, the kernel work and its check.
                 "prepareMs": "\(Self.ms(preparedAt - started))", "journalMs": "\(Self.ms(journaledAt - preparedAt))",
                 "kernelMs": "\(Self.ms(appliedAt - journaledAt))",
+                "heartbeat": "\(lease.heartbeatText ?? "-")",
             ])
         prune()
-        return lease.object
+        return Submission(fault: lease.object, replayed: false)
     }
 
     public func list() -> [FaultObject] {
@@ -318,12 +386,13 @@ public actor LeaseEngine {
         let now = clock.now()
         lease.expiresAt = now.addingTimeInterval(ttl.seconds)
         lease.ttl = ttlText
+        lease.lastBeat = now
         var r = JournalRecord(type: .renew, id: id, at: now)
         r.expiresAt = lease.expiresAt
         r.ttl = ttlText
         try appendOrFail(r)
         leases[id] = lease
-        queue.schedule(id, at: lease.expiresAt)
+        queue.schedule(id, at: lease.deadline)
         rearm()
         emit(.renewed, lease.object)
         logger.info(
@@ -332,6 +401,26 @@ public actor LeaseEngine {
                 "event": "renew", "lease": "\(id)", "kind": "\(lease.kind)", "owner": "\(owner)", "outcome": "active",
                 "ttl": "\(ttlText)", "expiresAt": "\(RFC3339.format(lease.expiresAt))",
             ])
+        return lease.object
+    }
+
+    /// A heartbeat: the fault lives another heartbeat interval (never past its TTL). Cheap: no journal write (a
+    /// restart reverts every fault anyway), no event.
+    public func heartbeat(_ id: String) throws -> FaultObject {
+        guard var lease = leases[id] else { throw AgentError.notFound("no fault with id '\(id)'") }
+        guard let interval = lease.heartbeatText else {
+            throw AgentError.conflict("fault \(id) has no heartbeat; create it with \"heartbeat\" or renew its ttl instead")
+        }
+        guard lease.state == .active || lease.state == .applying else {
+            throw AgentError.conflict("fault \(id) is \(lease.state.rawValue); a heartbeat keeps only a live fault alive")
+        }
+        lease.lastBeat = clock.now()
+        leases[id] = lease
+        if lease.state == .active {
+            queue.schedule(id, at: lease.deadline)
+            rearm()
+        }
+        logger.debug("heartbeat", metadata: ["event": "heartbeat", "lease": "\(id)", "interval": "\(interval)"])
         return lease.object
     }
 
@@ -382,7 +471,15 @@ public actor LeaseEngine {
         for id in due {
             guard let lease = leases[id] else { continue }
             switch lease.state {
-            case .active: _ = startRevert(id, reason: "expired")
+            case .active:
+                let now = clock.now()
+                if let due = lease.heartbeatDue, due <= now, due < lease.expiresAt {
+                    missedHeartbeat(lease)
+                } else if lease.expiresAt <= now {
+                    _ = startRevert(id, reason: "expired")
+                } else {
+                    queue.schedule(id, at: lease.deadline)
+                }
             case .reverting: _ = startRevert(id, reason: "retry")
             default: break
             }
@@ -415,6 +512,18 @@ public actor LeaseEngine {
 
     // MARK: - Revert
 
+    private func missedHeartbeat(_ lease: Lease) {
+        EngineMetrics.heartbeatMissed(kind: lease.kind)
+        emit(.heartbeatMissed, lease.object)
+        logger.warning(
+            "heartbeat missed; reverting",
+            metadata: [
+                "event": "heartbeat-missed", "lease": "\(lease.id)", "kind": "\(lease.kind)", "owner": "\(lease.owner)",
+                "heartbeat": "\(lease.heartbeatText ?? "-")", "lastBeat": "\(RFC3339.format(lease.lastBeat))",
+            ])
+        _ = startRevert(lease.id, reason: "heartbeat-missed")
+    }
+
     private func startRevert(_ id: String, reason: String) -> Task<FaultObject, Never> {
         if let t = reverts[id] { return t }
         let t = Task { await self.performRevert(id, reason: reason) }
@@ -440,8 +549,10 @@ public actor LeaseEngine {
         if lease.state != .reverting {
             // Not journaled: to recovery, "reverting" and "active" mean the same (revert it).
             lease.state = .reverting
-            leases[id] = lease
         }
+        // The first reason sticks: a revert that had to be retried still ended because it expired (or was revoked).
+        if lease.revertReason == nil && reason != "retry" { lease.revertReason = reason }
+        leases[id] = lease
         let started = ContinuousClock.now
         do {
             guard let driver = drivers[lease.kind] else {
@@ -453,6 +564,7 @@ public actor LeaseEngine {
             lease.revertAttempts += 1
             lease.error = "revert failed (attempt \(lease.revertAttempts)): \((error as? AgentError)?.message ?? "\(error)")"
             leases[id] = lease
+            EngineMetrics.revertFailed(kind: lease.kind)
             let backoff = min(0.1 * pow(2, Double(min(lease.revertAttempts - 1, 10))), 30)
             queue.schedule(id, at: clock.now().addingTimeInterval(backoff))
             rearm()
@@ -471,7 +583,9 @@ public actor LeaseEngine {
         lease.state = finalState
         lease.revertedAt = now
         lease.error = failure
+        if lease.revertReason == nil { lease.revertReason = reason }
         leases[id] = lease
+        updateActiveGauge(lease.kind)
         for c in lease.claims where claimHolders[c] == id { claimHolders.removeValue(forKey: c) }
         var r = JournalRecord(type: .state, id: id, at: now)
         r.state = finalState
@@ -479,13 +593,21 @@ public actor LeaseEngine {
         journalBestEffort(r)
         if finalState == .reverted {
             emit(.reverted, lease.object)
-            let lagMs = (now.timeIntervalSince(lease.expiresAt) * 1000)
+            EngineMetrics.reverted(kind: lease.kind, reason: lease.revertReason ?? reason)
+            let deadlineMissed: Date? =
+                switch lease.revertReason ?? reason {
+                case "expired": lease.expiresAt
+                case "heartbeat-missed": lease.heartbeatDue
+                default: nil
+                }
+            let lagMs = deadlineMissed.map { now.timeIntervalSince($0) * 1000 }
+            if let lagMs { EngineMetrics.revertLag(kind: lease.kind, seconds: lagMs / 1000) }
             logger.info(
                 "fault reverted",
                 metadata: [
                     "event": "revert", "lease": "\(id)", "kind": "\(lease.kind)", "owner": "\(lease.owner)",
                     "outcome": "reverted", "reason": "\(reason)",
-                    "lagMs": "\(reason == "expired" ? String(format: "%.3f", lagMs) : "-")",
+                    "lagMs": "\(lagMs.map { String(format: "%.3f", $0) } ?? "-")",
                     "revertMs": "\(Self.ms(ContinuousClock.now - started))",
                 ])
         } else {
@@ -502,6 +624,48 @@ public actor LeaseEngine {
         if leases[lease.id] == nil { order.append(lease.id) }
         leases[lease.id] = lease
         for c in lease.claims { claimHolders[c] = lease.id }
+        updateActiveGauge(lease.kind)
+    }
+
+    /// Faults of `kind` that are (or may still be) on the host.
+    private func updateActiveGauge(_ kind: String) {
+        EngineMetrics.activeFaults(kind: kind, count: leases.values.filter { $0.kind == kind && !$0.state.isFinal }.count)
+    }
+
+    private func parseHeartbeat(_ text: String, ttl: Duration) throws -> Duration {
+        guard let d = Units.parseDuration(text) else {
+            throw AgentError.badRequest(
+                "heartbeat '\(text)' is not a duration; use a number with a unit, like \"10s\"", field: "heartbeat")
+        }
+        guard d >= .milliseconds(200) else {
+            throw AgentError.badRequest("heartbeat \(text) is shorter than the minimum 200ms", field: "heartbeat")
+        }
+        guard d <= ttl else {
+            throw AgentError.badRequest(
+                "heartbeat \(text) is longer than the ttl \(Units.formatDuration(ttl)); it would never matter",
+                field: "heartbeat")
+        }
+        return d
+    }
+
+    static func validate(idempotencyKey key: String) throws {
+        guard !key.isEmpty, key.utf8.count <= 255, key.unicodeScalars.allSatisfy({ $0.value > 0x20 && $0.value < 0x7F })
+        else {
+            throw AgentError.badRequest(
+                "Idempotency-Key must be 1-255 visible ASCII characters (a UUID is typical)", field: "Idempotency-Key")
+        }
+    }
+
+    /// FNV-1a (64-bit) of the request's canonical JSON (sorted keys): the same request in any key order or spacing
+    /// has the same digest.
+    static func digest(_ request: FaultRequest) -> String {
+        let data = (try? WireCoding.encoder().encode(request)) ?? Data()
+        var h: UInt64 = 0xcbf2_9ce4_8422_2325
+        for b in data {
+            h ^= UInt64(b)
+            h = h &* 0x0000_0100_0000_01b3
+        }
+        return String(format: "fnv1a64:%016llx:%d", h, data.count)
     }
 
     private func parseTTL(_ text: String) throws -> Duration {

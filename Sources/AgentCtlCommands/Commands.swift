@@ -148,7 +148,14 @@ struct GetCommand: AsyncParsableCommand {
                 Format.time(f.expiresAt)
                     + (f.state.isFinal ? "" : " (in \(Format.timeLeft(f.expiresAt.timeIntervalSince(now))))")
             ),
+            (
+                "heartbeat",
+                f.heartbeat.map { hb in
+                    hb + (f.heartbeatDueAt.map { " (due \(Format.time($0)))" } ?? "")
+                } ?? "-"
+            ),
             ("reverted", Format.time(f.revertedAt)),
+            ("reason", f.revertReason ?? "-"),
             ("owner", f.owner),
             ("labels", Format.labels(f.labels)),
             ("error", f.error ?? "-"),
@@ -283,7 +290,7 @@ struct EventsCommand: AsyncParsableCommand {
                 }
             }
         }
-        throw AgentClientError.unreachable(path: global.endpoint.description, reason: "the agent closed the event stream")
+        throw AgentClientError.unreachable(path: ((try? global.endpoint())?.description ?? "the agent"), reason: "the agent closed the event stream")
     }
 
     static func render(_ e: FaultEvent) -> String {
@@ -295,7 +302,9 @@ struct EventsCommand: AsyncParsableCommand {
         case .failed, .revertFailed:
             if let err = f.error { line += "  error: \(err)" }
         case .reverted:
-            break
+            if let reason = f.revertReason { line += "  reason: \(reason)" }
+        case .heartbeatMissed:
+            line += "  no heartbeat within \(f.heartbeat ?? "?")"
         }
         if !f.labels.isEmpty { line += "  labels \(Format.labels(f.labels))" }
         return line

@@ -80,6 +80,7 @@ public enum CtlMain {
             case .unreachable: return CtlExitCode.unreachable
             case .http(let status, _): return CtlExitCode.forHTTPStatus(status)
             case .protocolError: return CtlExitCode.failure
+            case .usage: return CtlExitCode.usage
             }
         case let exit as ExitCode:
             return exit.rawValue
@@ -115,7 +116,7 @@ public enum CtlMain {
 
     static func describe(_ error: AgentClientError) -> (String, String?) {
         switch error {
-        case .unreachable:
+        case .unreachable, .usage:
             return (error.description, nil)
         case .protocolError:
             return (error.description, "is the socket really chaos-agentd's, and the same version as this CLI?")
@@ -126,7 +127,8 @@ public enum CtlMain {
             let hint: String?
             switch (status, body.error.code) {
             case (400, _), (413, _): hint = "see 'chaos-agentctl <command> --help'"
-            case (401, _), (403, _): hint = "changes need root or membership of the socket's group (chaos-agent)"
+            case (401, _), (403, _):
+                hint = "over the socket: root is admin, the socket's group (chaos-agent) operator; over TLS: [remote.roles]"
             case (404, _): hint = "'chaos-agentctl list --all' shows current and recently ended faults"
             case (409, _): hint = "'chaos-agentctl list' shows the faults the agent holds"
             case (422, "unsupported"): hint = "'chaos-agentctl status' shows which kinds work on this host"

@@ -15,6 +15,7 @@ struct InjectCommand: AsyncParsableCommand {
 
             EXAMPLES
               chaos-agentctl inject pause --name '^nginx' --ttl 30s --wait
+              chaos-agentctl inject pause --name '^nginx' --ttl 10m --heartbeat 10s   # then: POST .../heartbeat
               chaos-agentctl inject kill --pid 4242 --signal TERM --ttl 1m --label team=db
               ID=$(chaos-agentctl inject pause --pid 4242 --ttl 5m); chaos-agentctl get $ID
             """,
@@ -36,6 +37,21 @@ struct InjectOptions: ParsableArguments {
         help: ArgumentHelp("Attach a label to the fault (repeatable).", valueName: "key=value"))
     var labels: [String] = []
 
+    @Option(
+        name: .long,
+        help: ArgumentHelp(
+            "Revert the fault unless it is renewed or sent a heartbeat within this interval (e.g. 10s). "
+                + "With --wait, this CLI sends the heartbeats (default: 10s, or the TTL if shorter).",
+            valueName: "duration"))
+    var heartbeat: String?
+
+    @Option(
+        name: .customLong("idempotency-key"),
+        help: ArgumentHelp(
+            "Retrying with the same key and flags returns the fault the first try created instead of a second one.",
+            valueName: "key"))
+    var idempotencyKey: String?
+
     @Flag(
         name: .long,
         help: "Block until the fault ends, with a live countdown on stderr; Ctrl-C reverts the fault and exits 130.")
@@ -43,7 +59,17 @@ struct InjectOptions: ParsableArguments {
 
     func validate() throws {
         try validateDuration(ttl, flag: "--ttl")
+        if let heartbeat { try validateDuration(heartbeat, flag: "--heartbeat") }
         _ = try labelMap()
+    }
+
+    /// The heartbeat to ask for: `--heartbeat`, else with `--wait` 10s (or the TTL when shorter), so a CLI that is
+    /// killed or cut off never leaves its fault behind for longer than that.
+    var effectiveHeartbeat: String? {
+        if let heartbeat { return heartbeat }
+        guard wait else { return nil }
+        if let t = Units.parseDuration(ttl), t < .seconds(10) { return ttl }
+        return "10s"
     }
 
     func labelMap() throws -> [String: String] {
@@ -109,8 +135,9 @@ protocol InjectKind: AsyncParsableCommand {
 extension InjectKind {
     func run() async throws {
         let request = FaultRequest(
-            kind: Self.kind, ttl: inject.ttl, labels: try inject.labelMap(), spec: .object(try spec()))
-        try await Injector(global: global, wait: inject.wait).run(request)
+            kind: Self.kind, ttl: inject.ttl, heartbeat: inject.effectiveHeartbeat, labels: try inject.labelMap(),
+            spec: .object(try spec()))
+        try await Injector(global: global, wait: inject.wait, idempotencyKey: inject.idempotencyKey).run(request)
     }
 }
 

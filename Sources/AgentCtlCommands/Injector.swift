@@ -8,15 +8,17 @@ import Foundation
 struct Injector {
     var global: GlobalOptions
     var wait: Bool
+    var idempotencyKey: String? = nil
 
     func run(_ request: FaultRequest) async throws {
         let json = global.json
         let wait = self.wait
+        let key = idempotencyKey
         try await global.withClient { client in
             // Watch for Ctrl-C before the fault exists, so one that lands mid-request still reverts it.
             let signals = wait ? SignalWatcher([SIGINT, SIGTERM]) : nil
             defer { signals?.stop() }
-            let fault = try await client.inject(request)
+            let fault = try await client.inject(request, idempotencyKey: key)
             if json { try Terminal.printJSON(fault) } else { Terminal.stdout(fault.id) }
             Terminal.flush()
             guard let signals else { return }
@@ -90,9 +92,21 @@ struct Waiter: Sendable {
                 Terminal.stderr(line)
                 lastPlainLine = Date()
             }
-            try await Task.sleep(for: pollInterval)
+            // Beat at least three times per heartbeat interval.
+            let beat = current.heartbeat.flatMap { Units.parseDuration($0) }.map { $0 / 3 }
+            try await Task.sleep(for: beat.map { min($0, pollInterval) } ?? pollInterval)
             do {
-                current = try await client.get(initial.id)
+                // A heartbeat fault is kept alive by this loop: the heartbeat answer is the fault, so it doubles as
+                // the poll. Once the fault has ended, the heartbeat is refused (409) and a plain get follows.
+                if current.heartbeat != nil, !current.state.isFinal {
+                    do {
+                        current = try await client.heartbeat(initial.id)
+                    } catch AgentClientError.http(409, _) {
+                        current = try await client.get(initial.id)
+                    }
+                } else {
+                    current = try await client.get(initial.id)
+                }
                 unreachableSince = nil
             } catch let error as AgentClientError {
                 guard case .unreachable = error else { throw error }

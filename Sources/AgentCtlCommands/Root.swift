@@ -12,16 +12,45 @@ struct GlobalOptions: ParsableArguments {
             valueName: "path"))
     var socket: String?
 
+    @Option(
+        name: .long,
+        help: ArgumentHelp(
+            "A remote agent's mutual-TLS listener, https://HOST:PORT (needs --cert, --key and --ca).", valueName: "url"))
+    var host: String?
+
+    @Option(name: .long, help: ArgumentHelp("Client certificate (PEM) for --host.", valueName: "file"))
+    var cert: String?
+
+    @Option(name: .long, help: ArgumentHelp("Private key (PEM) of --cert.", valueName: "file"))
+    var key: String?
+
+    @Option(name: .long, help: ArgumentHelp("CA (PEM) that the agent's certificate must chain to.", valueName: "file"))
+    var ca: String?
+
     @Flag(name: .long, help: "Machine output: the API's JSON on stdout (errors stay on stderr).")
     var json = false
 
-    var endpoint: AgentEndpoint {
-        .unixSocket(AgentEndpoint.resolveSocketPath(socket))
+    func validate() throws {
+        guard let host else {
+            if cert != nil || key != nil || ca != nil { throw ValidationError("--cert, --key and --ca go with --host") }
+            return
+        }
+        if socket != nil { throw ValidationError("give --socket or --host, not both") }
+        guard cert != nil, key != nil, ca != nil else {
+            throw ValidationError("--host \(host) needs --cert FILE --key FILE --ca FILE (the agent requires mutual TLS)")
+        }
+    }
+
+    func endpoint() throws -> AgentEndpoint {
+        if let host, let cert, let key, let ca {
+            return try .https(host, tls: ClientTLSFiles(certificate: cert, privateKey: key, ca: ca))
+        }
+        return .unixSocket(AgentEndpoint.resolveSocketPath(socket))
     }
 
     /// Runs `body` with a client for the chosen agent, shutting it down afterwards.
     func withClient<T: Sendable>(_ body: (AgentClient) async throws -> T) async throws -> T {
-        try await AgentClient.withClient(endpoint, body)
+        try await AgentClient.withClient(try endpoint(), body)
     }
 }
 
@@ -39,6 +68,8 @@ struct ChaosAgentCtl: AsyncParsableCommand {
               chaos-agentctl inject kill --pid 4242 --signal TERM --ttl 1m
               chaos-agentctl list
               chaos-agentctl revert --all
+              chaos-agentctl --host https://db-7:7410 --cert me.pem --key me.key --ca ca.pem \\
+                inject pause --name '^postgres' --ttl 5m --heartbeat 10s
 
             DURATIONS
               A number and a unit, units may be combined: 250ms, 30s, 5m, 1h, 1h30m
@@ -48,6 +79,11 @@ struct ChaosAgentCtl: AsyncParsableCommand {
               a bare number is bytes.
             RATES AND PERCENTAGES
               1mbit, 10MB/s; 5%, 0.5%.
+
+            REMOTE AGENTS
+              --host https://HOST:PORT with --cert, --key and --ca talks to an agent's mutual-TLS
+              listener; every command works the same. What you may do depends on the role your
+              certificate maps to in the agent's [remote.roles] (viewer, operator, admin).
 
             ENVIRONMENT
               CHAOS_AGENT_SOCKET   the socket to use when --socket is not given.

@@ -22,6 +22,7 @@ public final class Daemon: Sendable {
 
     /// Locks the state directory, probes the host, opens the journal and builds the lease engine.
     public init(config: AgentConfig, logger: Logger, clock: any AgentClock = SystemClock()) throws {
+        PrometheusMetrics.bootstrap()
         self.config = config
         self.logger = logger
         lock = try StateDirLock(directory: config.stateDir)
@@ -29,7 +30,9 @@ public final class Daemon: Sendable {
         let journal = try Journal(directory: config.stateDir)
         let drivers = FaultCatalog.standard(
             protectedProcesses: config.protectedProcesses, host: host, logger: logger,
-            networkClassifier: config.networkClassifier)
+            networkClassifier: config.networkClassifier,
+            // The agent's own remote listener joins SSH in the default exclusions: no fault cuts the agent off.
+            agentPorts: config.remote.map { [UInt16($0.listen.port)] } ?? [])
         engine = LeaseEngine(
             drivers: drivers, journal: journal, policy: LeasePolicy(maxTTL: config.maxTTL), clock: clock, logger: logger)
     }
@@ -60,7 +63,9 @@ public final class Daemon: Sendable {
                 metadata: ["group": "\(config.socketGroup)", "hint": "groupadd --system \(config.socketGroup)"])
         }
         let statusInfo = StatusInfo(daemon: self, recovered: recovered)
-        let router = APIRouter(engine: engine, maxBody: config.maxBody) { await statusInfo.status() }
+        let router = APIRouter(engine: engine, maxBody: config.maxBody, metrics: { PrometheusMetrics.render() }) {
+            await statusInfo.status()
+        }
         let engine = self.engine
         let server = UnixSocketServer(
             options: .init(path: config.socket, mode: config.socketMode, group: group, maxBody: config.maxBody),
@@ -70,13 +75,29 @@ public final class Daemon: Sendable {
             })
         let leases = LeaseService(engine: engine, notifier: notifier, logger: logger)
         let watchdog = WatchdogService(engine: engine, notifier: notifier)
+        var services: [ServiceGroupConfiguration.ServiceConfiguration] = [
+            .init(service: leases, successTerminationBehavior: .gracefullyShutdownGroup, failureTerminationBehavior: .gracefullyShutdownGroup),
+            .init(service: server, successTerminationBehavior: .gracefullyShutdownGroup, failureTerminationBehavior: .gracefullyShutdownGroup),
+            .init(service: watchdog, successTerminationBehavior: .ignore, failureTerminationBehavior: .gracefullyShutdownGroup),
+        ]
+        var tls: TLSServer?
+        if let remote = config.remote {
+            // Loaded now: a missing or bad certificate stops the agent before it serves anything.
+            let server = try TLSServer(
+                options: .init(remote: remote, limits: ConnectionLimits(maxBody: config.maxBody)), router: router,
+                logger: logger)
+            tls = server
+            services.append(.init(service: server, successTerminationBehavior: .gracefullyShutdownGroup, failureTerminationBehavior: .gracefullyShutdownGroup))
+        }
+        // Always trapped: SIGHUP's default action would end the agent (and leave its faults to `reap`).
+        services.append(.init(service: ReloadOnHangup(tls: tls, logger: logger), successTerminationBehavior: .ignore, failureTerminationBehavior: .ignore))
+        if let listen = config.metricsListen {
+            let metrics = MetricsServer(listen: listen, router: router, logger: logger)
+            services.append(.init(service: metrics, successTerminationBehavior: .gracefullyShutdownGroup, failureTerminationBehavior: .gracefullyShutdownGroup))
+        }
         let serviceGroup = ServiceGroup(
             configuration: .init(
-                services: [
-                    .init(service: leases, successTerminationBehavior: .gracefullyShutdownGroup, failureTerminationBehavior: .gracefullyShutdownGroup),
-                    .init(service: server, successTerminationBehavior: .gracefullyShutdownGroup, failureTerminationBehavior: .gracefullyShutdownGroup),
-                    .init(service: watchdog, successTerminationBehavior: .ignore, failureTerminationBehavior: .gracefullyShutdownGroup),
-                ],
+                services: services,
                 gracefulShutdownSignals: [.sigterm, .sigint],
                 logger: logger))
         try await serviceGroup.run()
@@ -116,6 +137,30 @@ final class LeaseService: Service, Sendable {
             logger.critical(
                 "faults could not be reverted before exit; the journal keeps them for `chaos-agentd reap`",
                 metadata: ["event": "shutdown", "outcome": "pending", "leases": "\(left.map(\.id).joined(separator: ","))"])
+        }
+    }
+}
+
+/// SIGHUP: re-read the TLS certificate, key and client CA. Leases and open connections are untouched; a bad file is
+/// logged and the old certificates stay in use.
+struct ReloadOnHangup: Service {
+    let tls: TLSServer?
+    let logger: Logger
+
+    func run() async throws {
+        let signals = await UnixSignalsSequence(trapping: .sighup)
+        await cancelWhenGracefulShutdown {
+            for await _ in signals {
+                guard let tls else {
+                    logger.notice("SIGHUP: nothing to reload (no [remote] listener)", metadata: ["event": "reload"])
+                    continue
+                }
+                do { try tls.reload() } catch {
+                    logger.error(
+                        "TLS reload failed; keeping the certificates in use",
+                        metadata: ["event": "tls-reload", "outcome": "failed", "error": "\(error)"])
+                }
+            }
         }
     }
 }

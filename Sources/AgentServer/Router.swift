@@ -23,19 +23,21 @@ public struct APIRequest: Sendable {
 public enum APIResponse: Sendable {
     case json(status: Int, body: Data)
     case events(AsyncStream<FaultEvent>)
+    /// A text document other than JSON (the Prometheus exposition format).
+    case text(status: Int, contentType: String, body: String)
 
     public var status: Int {
         switch self {
         case .json(let s, _): return s
         case .events: return 200
+        case .text(let s, _, _): return s
         }
     }
 }
 
 /// Who is calling, as the transport authenticated them, and what they may do.
 public struct Caller: Sendable, Equatable {
-    public enum Role: String, Sendable { case reader, writer }
-    /// `unix:root`, `unix:alice`, `unix:uid=1234`.
+    /// `unix:root`, `unix:alice`, `unix:uid=1234`, or `tls:<certificate identity>`.
     public var identity: String
     public var role: Role
     /// The caller's process, when the transport knows it (SO_PEERCRED).
@@ -54,11 +56,43 @@ public struct APIRouter: Sendable {
     let engine: LeaseEngine
     let status: @Sendable () async -> AgentStatus
     let maxBody: Int
+    let metrics: (@Sendable () -> String)?
 
-    public init(engine: LeaseEngine, maxBody: Int = 64 * 1024, status: @escaping @Sendable () async -> AgentStatus) {
+    /// `metrics` renders the Prometheus text exposition for `GET /metrics` (404 without it).
+    public init(
+        engine: LeaseEngine, maxBody: Int = 64 * 1024, metrics: (@Sendable () -> String)? = nil,
+        status: @escaping @Sendable () async -> AgentStatus
+    ) {
         self.engine = engine
         self.status = status
         self.maxBody = maxBody
+        self.metrics = metrics
+    }
+
+    /// The role a request needs. Reading needs `viewer`; changing a fault `operator`; reverting every fault and
+    /// overriding policy (network `noDefaultExclusions`) `admin`.
+    static func requiredRole(method: String, route: Route?, body: Data) -> Role {
+        if method == "GET" || method == "HEAD" { return .viewer }
+        switch (method, route) {
+        case ("DELETE", .faults?): return .admin
+        case ("POST", .faults?):
+            if case .object(let o)? = try? JSONDecoder().decode(JSONValue.self, from: body),
+                case .object(let spec)? = o["spec"], spec["noDefaultExclusions"] == .bool(true)
+            {
+                return .admin
+            }
+            return .operator
+        default: return .operator
+        }
+    }
+
+    static func describe(_ role: Role, method: String, path: String) -> String {
+        switch role {
+        case .viewer: return "reading"
+        case .operator: return "\(method) \(path)"
+        case .admin:
+            return method == "DELETE" ? "reverting every fault at once" : "overriding policy (noDefaultExclusions)"
+        }
     }
 
     static let requestKeys: Set<String> = ["kind", "ttl", "heartbeat", "labels", "spec"]
@@ -76,20 +110,24 @@ public struct APIRouter: Sendable {
     private func route(_ r: APIRequest, caller: Caller) async throws -> APIResponse {
         let path = r.path.split(separator: "?", maxSplits: 1).first.map(String.init) ?? r.path
         let parts = path.split(separator: "/", omittingEmptySubsequences: true).map(String.init)
-        if r.method != "GET" && r.method != "HEAD" {
-            guard caller.role == .writer else {
-                throw AgentError.forbidden(
-                    "\(caller.identity) may only read; faults can be changed by root or members of the agent's socket group")
-            }
-        }
         if r.body.count > maxBody {
             throw AgentError.tooLarge("request body is \(r.body.count) bytes; the limit is \(maxBody)")
         }
-        guard let route = Route(parts) else { throw AgentError.notFound("no route \(r.method) \(path); see docs/api.md") }
+        let route = Route(parts)
+        let needed = Self.requiredRole(method: r.method, route: route, body: r.body)
+        guard caller.role >= needed else {
+            throw AgentError.forbidden(
+                "\(caller.identity) has the \(caller.role.rawValue) role; "
+                    + "\(Self.describe(needed, method: r.method, path: path)) needs \(needed.rawValue) (see docs/security.md)")
+        }
+        guard let route else { throw AgentError.notFound("no route \(r.method) \(path); see docs/api.md") }
         switch (r.method, route) {
         case ("GET", .healthz):
             guard await engine.isAccepting else { throw AgentError.notReady("reconciling the journal or shutting down") }
             return try Self.json(200, ["status": "ok"])
+        case ("GET", .metrics):
+            guard let metrics else { throw AgentError.notFound("metrics are not enabled on this agent") }
+            return .text(status: 200, contentType: "text/plain; version=0.0.4; charset=utf-8", body: metrics())
         case ("GET", .status):
             return try Self.json(200, await status())
         case ("GET", .faults):
@@ -98,9 +136,10 @@ public struct APIRouter: Sendable {
             let request = try Self.decodeFaultRequest(r.body)
             let context = FaultContext(owner: caller.identity, callerPID: caller.pid)
             let engine = self.engine
+            let key = r.headers["idempotency-key"]
             // Unstructured: a client that disconnects mid-apply must not cancel the apply half-way.
-            let fault = try await Task { try await engine.create(request, context: context) }.value
-            return try Self.json(201, fault)
+            let outcome = try await Task { try await engine.submit(request, context: context, idempotencyKey: key) }.value
+            return try Self.json(outcome.replayed ? 200 : 201, outcome.fault)
         case ("DELETE", .faults):
             let engine = self.engine
             let who = caller.identity
@@ -123,6 +162,14 @@ public struct APIRouter: Sendable {
                 throw AgentError.badRequest("ttl must be a string like \"30s\"", field: "ttl")
             }
             return try Self.json(200, try await engine.renew(id, ttl: ttl, owner: caller.identity))
+        case ("POST", .heartbeat(let id)):
+            if !r.body.isEmpty {
+                let body = try Self.decodeObject(r.body)
+                if let key = body.keys.sorted().first {
+                    throw AgentError.badRequest("unknown field '\(key)'; a heartbeat takes no fields", field: key)
+                }
+            }
+            return try Self.json(200, try await engine.heartbeat(id))
         case ("GET", .events):
             let last = r.headers["last-event-id"].flatMap { UInt64($0.trimmingCharacters(in: .whitespaces)) }
             return .events(await engine.events(after: last))
@@ -133,18 +180,21 @@ public struct APIRouter: Sendable {
 
     /// The paths the API knows.
     enum Route {
-        case healthz, status, faults, events
+        case healthz, metrics, status, faults, events
         case fault(String)
         case renew(String)
+        case heartbeat(String)
 
         init?(_ parts: [String]) {
             switch parts.count {
             case 1 where parts[0] == "healthz": self = .healthz
+            case 1 where parts[0] == "metrics": self = .metrics
             case 2 where parts[0] == "v1" && parts[1] == "status": self = .status
             case 2 where parts[0] == "v1" && parts[1] == "faults": self = .faults
             case 2 where parts[0] == "v1" && parts[1] == "events": self = .events
             case 3 where parts[0] == "v1" && parts[1] == "faults": self = .fault(parts[2])
             case 4 where parts[0] == "v1" && parts[1] == "faults" && parts[3] == "renew": self = .renew(parts[2])
+            case 4 where parts[0] == "v1" && parts[1] == "faults" && parts[3] == "heartbeat": self = .heartbeat(parts[2])
             default: return nil
             }
         }

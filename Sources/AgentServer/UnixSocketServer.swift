@@ -14,8 +14,8 @@ struct PeerCredentials: Sendable {
     var gid: UInt32 = 0
 }
 
-/// Maps peer credentials to a caller: root and members of the socket group may change faults; anyone else who can
-/// connect may only read.
+/// Maps peer credentials to a caller: root is `admin`, members of the socket group are `operator` (inject, renew,
+/// revert one fault), anyone else who can connect is a `viewer` (read only).
 public struct PeerAuthorizer: Sendable {
     public var writerGroup: UInt32?
 
@@ -24,11 +24,15 @@ public struct PeerAuthorizer: Sendable {
     public func caller(uid: UInt32, gid: UInt32, pid: Int32) -> Caller {
         let name = Self.userName(uid)
         let identity = name.map { "unix:\($0)" } ?? "unix:uid=\(uid)"
-        var writer = uid == 0
-        if !writer, let g = writerGroup {
-            writer = gid == g || Self.supplementaryGroups(uid: uid, name: name, primary: gid).contains(g)
+        var role = Role.viewer
+        if uid == 0 {
+            role = .admin
+        } else if let g = writerGroup,
+            gid == g || Self.supplementaryGroups(uid: uid, name: name, primary: gid).contains(g)
+        {
+            role = .operator
         }
-        return Caller(identity: identity, role: writer ? .writer : .reader, pid: pid > 0 ? pid : nil)
+        return Caller(identity: identity, role: role, pid: pid > 0 ? pid : nil)
     }
 
     static func userName(_ uid: UInt32) -> String? {
@@ -84,6 +88,7 @@ public final class UnixSocketServer: Service, Sendable {
     let authorizer: PeerAuthorizer
     let logger: Logger
     let onListening: @Sendable () -> Void
+    let http: HTTPService
 
     public init(
         options: Options, router: APIRouter, logger: Logger, onListening: @escaping @Sendable () -> Void = {}
@@ -93,6 +98,9 @@ public final class UnixSocketServer: Service, Sendable {
         self.authorizer = PeerAuthorizer(writerGroup: options.group)
         self.logger = logger
         self.onListening = onListening
+        self.http = HTTPService(
+            handle: { await router.handle($0, caller: $1) }, limits: ConnectionLimits(maxBody: options.maxBody),
+            logger: logger)
     }
 
     public func run() async throws {
@@ -106,11 +114,9 @@ public final class UnixSocketServer: Service, Sendable {
                         level: NIOBSDSocket.OptionLevel(rawValue: SOL_SOCKET),
                         name: NIOBSDSocket.Option(rawValue: SO_PEERCRED))
                     ?? channel.eventLoop.makeSucceededFuture(PeerCredentials(pid: 0, uid: UInt32.max, gid: UInt32.max))
+                let limits = self.http.limits
                 return credentials.flatMapThrowing { cred in
-                    try channel.pipeline.syncOperations.configureHTTPServerPipeline(withErrorHandling: true)
-                    let async = try NIOAsyncChannel<HTTPServerRequestPart, HTTPServerResponsePart>(
-                        wrappingChannelSynchronously: channel)
-                    return (async, cred)
+                    (try HTTPService.configure(channel, limits: limits), cred)
                 }
             }
         guard chmod(options.path, mode_t(options.mode)) == 0 else {
@@ -124,17 +130,10 @@ public final class UnixSocketServer: Service, Sendable {
             metadata: ["socket": "\(options.path)", "mode": "\(String(options.mode, radix: 8))", "gid": "\(options.group.map(String.init) ?? "-")"])
         onListening()
 
-        try await withGracefulShutdownHandler {
-            try await withThrowingDiscardingTaskGroup { group in
-                try await server.executeThenClose { connections in
-                    for try await (connection, cred) in connections {
-                        group.addTask { await self.serve(connection, cred) }
-                    }
-                }
-                group.cancelAll()
+        try await HTTPService.acceptLoop(server) { connection, cred in
+            await self.http.serve(connection, peer: "unix:pid=\(cred.pid)") {
+                .success(self.authorizer.caller(uid: cred.uid, gid: cred.gid, pid: cred.pid))
             }
-        } onGracefulShutdown: {
-            server.channel.close(promise: nil)
         }
         unlink(options.path)
     }
@@ -171,89 +170,4 @@ public final class UnixSocketServer: Service, Sendable {
         }
     }
 
-    private func serve(_ connection: NIOAsyncChannel<HTTPServerRequestPart, HTTPServerResponsePart>, _ cred: PeerCredentials) async {
-        let caller = authorizer.caller(uid: cred.uid, gid: cred.gid, pid: cred.pid)
-        do {
-            try await connection.executeThenClose { inbound, outbound in
-                var head: HTTPRequestHead?
-                var body = ByteBuffer()
-                for try await part in inbound {
-                    switch part {
-                    case .head(let h):
-                        head = h
-                        body.clear()
-                        if let length = h.headers.first(name: "content-length").flatMap(Int.init), length > options.maxBody {
-                            try await write(APIRouter.error(.tooLarge("request body is \(length) bytes; the limit is \(options.maxBody)")), head: h, to: outbound, close: true)
-                            return
-                        }
-                    case .body(var chunk):
-                        if body.readableBytes + chunk.readableBytes > options.maxBody, let h = head {
-                            try await write(APIRouter.error(.tooLarge("request body is over the limit of \(options.maxBody) bytes")), head: h, to: outbound, close: true)
-                            return
-                        }
-                        body.writeBuffer(&chunk)
-                    case .end:
-                        guard let h = head else { continue }
-                        head = nil
-                        var headers: [String: String] = [:]
-                        for (name, value) in h.headers { headers[name] = value }
-                        let request = APIRequest(
-                            method: h.method.rawValue, path: h.uri, headers: headers,
-                            body: Data(body.readableBytesView))
-                        let response = await router.handle(request, caller: caller)
-                        // Audit: every call that may change something, with who made it and the outcome.
-                        if h.method != .GET && h.method != .HEAD {
-                            logger.info(
-                                "request",
-                                metadata: [
-                                    "event": "api", "caller": "\(caller.identity)", "pid": "\(cred.pid)",
-                                    "method": "\(h.method.rawValue)", "path": "\(h.uri)", "status": "\(response.status)",
-                                ])
-                        }
-                        let keepAlive = h.isKeepAlive
-                        try await write(response, head: h, to: outbound, close: !keepAlive)
-                        if !keepAlive { return }
-                        if case .events = response { return }
-                    }
-                }
-            }
-        } catch {
-            logger.debug("connection ended", metadata: ["error": "\(error)"])
-        }
-    }
-
-    private func write(
-        _ response: APIResponse, head: HTTPRequestHead, to out: NIOAsyncChannelOutboundWriter<HTTPServerResponsePart>,
-        close: Bool
-    ) async throws {
-        switch response {
-        case .json(let status, let data):
-            var headers = HTTPHeaders()
-            headers.add(name: "Content-Type", value: "application/json")
-            headers.add(name: "Content-Length", value: String(data.count + 1))
-            headers.add(name: "Server", value: "chaos-agentd")
-            if close { headers.add(name: "Connection", value: "close") }
-            try await out.write(.head(HTTPResponseHead(version: head.version, status: .init(statusCode: status), headers: headers)))
-            if head.method != .HEAD {
-                var buf = ByteBuffer(bytes: data)
-                buf.writeString("\n")
-                try await out.write(.body(.byteBuffer(buf)))
-            }
-            try await out.write(.end(nil))
-        case .events(let stream):
-            var headers = HTTPHeaders()
-            headers.add(name: "Content-Type", value: "text/event-stream")
-            headers.add(name: "Cache-Control", value: "no-cache")
-            headers.add(name: "Server", value: "chaos-agentd")
-            try await out.write(.head(HTTPResponseHead(version: head.version, status: .ok, headers: headers)))
-            // An initial comment so clients see the stream open before the first event.
-            try await out.write(.body(.byteBuffer(ByteBuffer(string: ": chaos-agentd events\n\n"))))
-            let encoder = WireCoding.encoder()
-            for await event in stream {
-                let json = String(decoding: try encoder.encode(event), as: UTF8.self)
-                try await out.write(.body(.byteBuffer(ByteBuffer(string: "id: \(event.seq)\nevent: \(event.type.rawValue)\ndata: \(json)\n\n"))))
-            }
-            try await out.write(.end(nil))
-        }
-    }
 }

@@ -21,14 +21,15 @@ struct PlannedKindDriver: FaultDriver {
 /// Every fault kind this agent knows, wired to the host.
 public enum FaultCatalog {
     public static func standard(
-        protectedProcesses: [String], host: HostFacts, logger: Logger, networkClassifier: String = "auto"
+        protectedProcesses: [String], host: HostFacts, logger: Logger, networkClassifier: String = "auto",
+        agentPorts: [UInt16] = []
     ) -> [any FaultDriver] {
         let procfs = ProcFS()
         let processGuard = ProcessGuard(procfs: procfs, protectedNames: protectedProcesses)
         return [
             PauseDriver(procfs: procfs, processGuard: processGuard, host: host),
             KillDriver(procfs: procfs, processGuard: processGuard, host: host, logger: logger),
-            NetworkDriver(host: host, logger: logger, classifier: networkClassifier),
+            NetworkDriver(host: host, logger: logger, classifier: networkClassifier, agentPorts: agentPorts),
             PlannedKindDriver(kind: "cpu", release: "the cgroup v2 release"),
             PlannedKindDriver(kind: "memory", release: "the cgroup v2 release"),
             PlannedKindDriver(kind: "io", release: "the cgroup v2 release"),

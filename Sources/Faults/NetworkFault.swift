@@ -42,7 +42,7 @@ public struct NetworkDriver: FaultDriver {
     }
     /// Filter priorities of slot `s`: 100(s+1) ..< 100(s+2).
     static func priorities(slot: Int) -> Range<UInt16> { UInt16(100 * (slot + 1))..<UInt16(100 * (slot + 2)) }
-    static let defaultExcludedPorts: [UInt16] = [22]
+    static let sshPort: UInt16 = 22
     /// Serializes every change to the trees this driver manages (apply and revert may run concurrently otherwise).
     static let treeLock = NSLock()
 
@@ -81,11 +81,16 @@ public struct NetworkDriver: FaultDriver {
 
     /// `auto`, `u32` or `flower` (the `[network] classifier` setting).
     let classifier: String
+    /// TCP ports excluded unless `noDefaultExclusions`: SSH and the agent's own remote listener.
+    let defaultExcludedPorts: [UInt16]
 
-    public init(host: HostFacts, logger: Logger, classifier: String = "auto") {
+    public init(host: HostFacts, logger: Logger, classifier: String = "auto", agentPorts: [UInt16] = []) {
         self.host = host
         self.logger = logger
         self.classifier = classifier
+        var ports = [Self.sshPort]
+        for p in agentPorts where !ports.contains(p) { ports.append(p) }
+        defaultExcludedPorts = ports
     }
 
     /// flower parses real headers (IPv4 options, IPv6 extension headers); u32 is everywhere.
@@ -133,13 +138,13 @@ public struct NetworkDriver: FaultDriver {
         guard let ifindex = try Self.call({ try nl.linkIndex(named: spec.interface) }) else {
             throw AgentError.refused("no interface '\(spec.interface)' in \(namespace)", field: "spec.interface")
         }
-        let excluded = (spec.noDefaultExclusions ? [] : Self.defaultExcludedPorts) + spec.excludePorts
+        let excluded = (spec.noDefaultExclusions ? [] : defaultExcludedPorts) + spec.excludePorts
         let selector = spec.selector
         if let port = selector.port, excluded.contains(port),
-            spec.noDefaultExclusions || !Self.defaultExcludedPorts.contains(port) || selector.ipProtocol != .udp
+            spec.noDefaultExclusions || !defaultExcludedPorts.contains(port) || selector.ipProtocol != .udp
         {
             throw AgentError.refused(
-                "port \(port) is excluded (\(spec.noDefaultExclusions ? "--exclude-port" : "SSH guard")), so the fault would touch nothing; \(Self.defaultExcludedPorts.contains(port) ? "pass noDefaultExclusions (--no-default-exclusions) to fault it on purpose" : "drop it from excludePort")",
+                "port \(port) is excluded (\(spec.noDefaultExclusions ? "--exclude-port" : "the lock-out guard: SSH and the agent's listener")), so the fault would touch nothing; \(defaultExcludedPorts.contains(port) ? "pass noDefaultExclusions (--no-default-exclusions) to fault it on purpose" : "drop it from excludePort")",
                 field: "spec.port")
         }
         if let to = selector.to, let cover = spec.excludeTo.first(where: { $0.contains(to) }) {
@@ -168,7 +173,7 @@ public struct NetworkDriver: FaultDriver {
             snapshot = try Self.checkUntouched(nl, spec: spec, ifindex: ifindex, ingress: ingress)
         }
         let rules = try Self.rules(
-            selector, excludedPorts: excluded, tcpOnly: spec.noDefaultExclusions ? [] : Set(Self.defaultExcludedPorts),
+            selector, excludedPorts: excluded, tcpOnly: spec.noDefaultExclusions ? [] : Set(defaultExcludedPorts),
             excludeTo: spec.excludeTo, slot: slot, flower: usesFlower)
         let plan = Plan(
             namespace: namespace, namespaceInode: nsInode, interface: spec.interface, ifindex: ifindex, ingress: ingress,
@@ -177,7 +182,7 @@ public struct NetworkDriver: FaultDriver {
             rules: rules, excludedPorts: excluded)
         if spec.noDefaultExclusions {
             logger.warning(
-                "network fault WITHOUT default exclusions: SSH (port 22) will be faulted too",
+                "network fault WITHOUT default exclusions: SSH (port 22) and the agent's listener will be faulted too",
                 metadata: ["event": "lockout-guard-off", "owner": "\(context.owner)", "interface": "\(spec.interface)"])
         }
         let target: JSONValue = [

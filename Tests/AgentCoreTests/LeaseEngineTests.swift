@@ -198,7 +198,9 @@ struct LeaseEngineTests {
         #expect(await status(request("a", ttl: "10ms")) == (400, "ttl"))
         #expect(await status(request("a", kind: "nope")) == (400, "kind"))
         #expect(await status(FaultRequest(kind: "fake", ttl: "5s", spec: .object([:]))) == (400, "spec.target"))
-        #expect(await status(FaultRequest(kind: "fake", ttl: "5s", heartbeat: "1s", spec: .object(["target": .string("x")]))).0 == 422)
+        #expect(await status(FaultRequest(kind: "fake", ttl: "5s", heartbeat: "10s", spec: .object(["target": .string("x")]))) == (400, "heartbeat"))
+        #expect(await status(FaultRequest(kind: "fake", ttl: "5s", heartbeat: "soon", spec: .object(["target": .string("x")]))) == (400, "heartbeat"))
+        #expect(await status(FaultRequest(kind: "fake", ttl: "5s", heartbeat: "50ms", spec: .object(["target": .string("x")]))) == (400, "heartbeat"))
         _ = try await e.create(request("held"), context: ctx)
         #expect(await status(request("held")).0 == 409)
         driver.state.withLock { $0.available = false }

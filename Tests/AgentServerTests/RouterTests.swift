@@ -26,8 +26,8 @@ struct RouterHarness {
     let driver = FakeDriver()
     let engine: LeaseEngine
     let router: APIRouter
-    let root = Caller(identity: "unix:root", role: .writer, pid: nil)
-    let nobody = Caller(identity: "unix:nobody", role: .reader, pid: nil)
+    let root = Caller(identity: "unix:root", role: .admin, pid: nil)
+    let nobody = Caller(identity: "unix:nobody", role: .viewer, pid: nil)
 
     init(maxBody: Int = 1024) async throws {
         let dir = FileManager.default.temporaryDirectory.appendingPathComponent("router-\(UUID().uuidString)").path
@@ -137,21 +137,21 @@ struct RouterTests {
         let dir = FileManager.default.temporaryDirectory.appendingPathComponent("router-\(UUID().uuidString)").path
         let engine = LeaseEngine(drivers: [FakeDriver()], journal: try Journal(directory: dir), policy: LeasePolicy(), clock: ManualClock())
         let router = APIRouter(engine: engine) { fatalError("status is not asked for") }
-        let r = await router.handle(APIRequest(method: "GET", path: "/healthz"), caller: Caller(identity: "unix:root", role: .writer))
+        let r = await router.handle(APIRequest(method: "GET", path: "/healthz"), caller: Caller(identity: "unix:root", role: .admin))
         #expect(r.status == 503)
         let p = await router.handle(
             APIRequest(method: "POST", path: "/v1/faults", body: Data(#"{"kind":"fake","ttl":"30s","spec":{"target":"a"}}"#.utf8)),
-            caller: Caller(identity: "unix:root", role: .writer))
+            caller: Caller(identity: "unix:root", role: .admin))
         #expect(p.status == 503)
     }
 
     @Test func peerAuthorization() {
         let auth = PeerAuthorizer(writerGroup: 4242)
-        #expect(auth.caller(uid: 0, gid: 0, pid: 1).role == .writer)
+        #expect(auth.caller(uid: 0, gid: 0, pid: 1).role == .admin)
         #expect(auth.caller(uid: 0, gid: 0, pid: 1).identity == "unix:root")
-        #expect(auth.caller(uid: 5555, gid: 4242, pid: 1).role == .writer)  // primary group
-        #expect(auth.caller(uid: 65534, gid: 65534, pid: 1).role == .reader)
+        #expect(auth.caller(uid: 5555, gid: 4242, pid: 1).role == .operator)  // primary group
+        #expect(auth.caller(uid: 65534, gid: 65534, pid: 1).role == .viewer)
         #expect(auth.caller(uid: 7777777, gid: 7777777, pid: 1).identity == "unix:uid=7777777")
-        #expect(PeerAuthorizer(writerGroup: nil).caller(uid: 1000, gid: 1000, pid: 1).role == .reader)
+        #expect(PeerAuthorizer(writerGroup: nil).caller(uid: 1000, gid: 1000, pid: 1).role == .viewer)
     }
 }

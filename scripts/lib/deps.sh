@@ -3,12 +3,13 @@
 # Usage: scripts/lib/deps.sh [build|test|vm|bench]...   (build is always implied)
 set -euo pipefail
 want_pkgs=(libmnl-dev libcap-dev pkg-config iproute2 procps util-linux)
+want_py=()
 for layer in "$@"; do
   case "$layer" in
     build) ;;
-    test) want_pkgs+=(systemd python3 curl) ;;
+    test) want_pkgs+=(systemd python3 curl openssl); want_py+=(pytest:pytest prometheus_client:prometheus-client) ;;
     vm) want_pkgs+=(qemu-system-x86 linux-image-amd64 busybox-static kmod iputils-ping python3 python3-venv jq) ;;
-    bench) want_pkgs+=(python3 stress-ng) ;;
+    bench) want_pkgs+=(python3 stress-ng openssl) ;;
     *) echo "deps.sh: unknown layer '$layer'" >&2; exit 2 ;;
   esac
 done
@@ -26,3 +27,7 @@ if [ ${#missing[@]} -gt 0 ]; then
   fi
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2
 fi
+# Python modules the host tests import (module:package), from PyPI through pip.
+for m in "${want_py[@]}"; do
+  python3 -c "import ${m%%:*}" 2>/dev/null || { echo "deps: pip installing ${m#*:}" >&2; python3 -m pip install -q "${m#*:}" >&2; }
+done
