@@ -340,14 +340,15 @@ def test_metrics_parse_and_move_with_faults(remote, victims):
     reverts0 = sample(m0, "chaos_agent_reverts_total", kind="pause", reason="expired")
     op = TLSClient(remote.certs, remote.port, "operator")
     try:
-        r = op.request("POST", "/v1/faults", pause_body(child.pid, ttl="1s"))
+        # 3 s: the TLS scrape below must land while the fault is still active, also on a loaded machine.
+        r = op.request("POST", "/v1/faults", pause_body(child.pid, ttl="3s"))
         assert r.status == 201
         m1 = scrape_tls()
         assert sample(m1, "chaos_agent_active_faults", kind="pause") == 1
         assert sample(m1, "chaos_agent_applies_total", kind="pause") == applies0 + 1
         assert sample(m1, "chaos_agent_apply_duration_seconds_count", kind="pause") >= 1
         assert sample(m1, "chaos_agent_journal_fsync_duration_seconds_count") >= 1
-        wait_until(lambda: is_running(child.pid), 5, what="expiry")
+        wait_until(lambda: is_running(child.pid), 10, what="expiry")
         m2 = wait_until(lambda: (m := scrape_plain()) and sample(m, "chaos_agent_active_faults", kind="pause") == 0
                         and m, 5, what="gauge back to 0")
         assert sample(m2, "chaos_agent_reverts_total", kind="pause", reason="expired") == reverts0 + 1
