@@ -23,6 +23,8 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-nio-ssl.git", from: "2.29.0"),
         .package(url: "https://github.com/apple/swift-metrics.git", from: "2.5.0"),
         .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.1.0"),
+        .package(url: "https://github.com/apple/swift-certificates.git", from: "1.0.0"),
+        .package(url: "https://github.com/apple/swift-asn1.git", from: "1.0.0"),
     ],
     targets: [
         // System libraries and the few syscalls Glibc does not expose.
@@ -66,6 +68,8 @@ let package = Package(
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
+                .product(name: "X509", package: "swift-certificates"),
+                .product(name: "SwiftASN1", package: "swift-asn1"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "CoreMetrics", package: "swift-metrics"),
@@ -111,7 +115,10 @@ let package = Package(
         .testTarget(name: "FaultsTests", dependencies: ["Faults", "AgentCore", "AgentAPI", "Processes"], swiftSettings: upcoming),
         .testTarget(
             name: "AgentServerTests",
-            dependencies: ["AgentServer", "AgentCore", "AgentAPI", "Faults", "AgentCtlCommands"],
+            dependencies: [
+                "AgentServer", "AgentCore", "AgentAPI", "Faults", "AgentCtlCommands",
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
+            ],
             swiftSettings: upcoming),
         .testTarget(name: "SystemdNotifyTests", dependencies: ["SystemdNotify"], swiftSettings: upcoming),
         .testTarget(name: "NetlinkTests", dependencies: ["Netlink", "CMNL"], swiftSettings: upcoming),

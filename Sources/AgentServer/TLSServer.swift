@@ -6,6 +6,8 @@ import NIOCore
 import NIOHTTP1
 import NIOPosix
 import NIOSSL
+import SwiftASN1
+import X509
 import ServiceLifecycle
 import Synchronization
 
@@ -28,22 +30,20 @@ public struct CertificateRoles: Sendable {
         return .success(Caller(identity: "tls:\(best.0)", role: best.1))
     }
 
-    /// The names a certificate identifies its holder by: the subject CN, then DNS, URI and e-mail SANs.
+    /// The names a certificate identifies its holder by: the subject CN(s), then DNS, URI and e-mail SANs, read from
+    /// the DER with swift-certificates (never from a text rendering, where a crafted subject field could pose as a CN).
     static func names(of certificate: NIOSSLCertificate) -> [String] {
+        guard let der = try? certificate.toDERBytes(), let cert = try? Certificate(derEncoded: der) else { return [] }
         var out: [String] = []
-        // NIOSSL exposes the subject CN only through its description (`...;common_name=NAME;...>`).
-        let text = certificate.description
-        if let r = text.range(of: ";common_name=") {
-            let rest = text[r.upperBound...]
-            let end = rest.firstIndex(where: { $0 == ";" || $0 == ">" }) ?? rest.endIndex
-            let cn = String(rest[..<end])
-            if !cn.isEmpty { out.append(cn) }
+        func add(_ name: String) { if !name.isEmpty && !out.contains(name) { out.append(name) } }
+        for rdn in cert.subject {
+            for attribute in rdn where attribute.type == .RDNAttributeType.commonName {
+                if let cn = String(attribute.value) { add(cn) }
+            }
         }
-        for san in certificate._subjectAlternativeNames() {
-            switch san.nameType {
-            case .dnsName, .uri, .email:
-                let name = san.contents.withUnsafeBufferPointer { String(decoding: $0, as: UTF8.self) }
-                if !name.isEmpty && !out.contains(name) { out.append(name) }
+        for san in (try? cert.extensions.subjectAlternativeNames) ?? SubjectAlternativeNames() {
+            switch san {
+            case .dnsName(let n), .uniformResourceIdentifier(let n), .rfc822Name(let n): add(n)
             default: break
             }
         }
