@@ -14,6 +14,8 @@ public struct AgentConfig: Sendable, Equatable {
     public var maxBody = 64 * 1024
     public var maxTTL: Duration = .seconds(3600)
     public var protectedProcesses = ["sshd", "systemd-journald"]
+    /// Free space a `disk-fill` must leave on its file system, and memory a `memory` fault must leave available.
+    public var resourceReserve: UInt64 = 64 << 20
 
     public init() {}
 
@@ -66,7 +68,7 @@ public struct AgentConfig: Sendable, Equatable {
             }
         }
         if let policy = try section(table, "policy", source) {
-            try checkKeys(policy, allowed: ["max-ttl", "protected-processes"], section: "policy", source: source)
+            try checkKeys(policy, allowed: ["max-ttl", "protected-processes", "resource-reserve"], section: "policy", source: source)
             if let v = try string(policy, "max-ttl", "policy", source) {
                 guard let d = Units.parseDuration(v), d >= .seconds(1) else {
                     throw ConfigError("\(source): [policy] max-ttl '\(v)' is not a duration of at least 1s (e.g. \"1h\")")
@@ -85,6 +87,12 @@ public struct AgentConfig: Sendable, Equatable {
                     names.append(s)
                 }
                 c.protectedProcesses = names
+            }
+            if let v = try string(policy, "resource-reserve", "policy", source) {
+                guard let n = Units.parseSize(v) else {
+                    throw ConfigError("\(source): [policy] resource-reserve '\(v)' is not a size (e.g. \"64MiB\", \"1GiB\")")
+                }
+                c.resourceReserve = n
             }
         }
         return c

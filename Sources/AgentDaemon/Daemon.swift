@@ -27,7 +27,8 @@ public final class Daemon: Sendable {
         lock = try StateDirLock(directory: config.stateDir)
         host = HostProbe.probe()
         let journal = try Journal(directory: config.stateDir)
-        let drivers = FaultCatalog.standard(protectedProcesses: config.protectedProcesses, host: host, logger: logger)
+        let drivers = FaultCatalog.standard(
+            protectedProcesses: config.protectedProcesses, host: host, logger: logger, resourceReserve: config.resourceReserve)
         engine = LeaseEngine(
             drivers: drivers, journal: journal, policy: LeasePolicy(maxTTL: config.maxTTL), clock: clock, logger: logger)
     }

@@ -20,7 +20,9 @@ struct PlannedKindDriver: FaultDriver {
 
 /// Every fault kind this agent knows, wired to the host.
 public enum FaultCatalog {
-    public static func standard(protectedProcesses: [String], host: HostFacts, logger: Logger) -> [any FaultDriver] {
+    public static func standard(
+        protectedProcesses: [String], host: HostFacts, logger: Logger, resourceReserve: UInt64 = 64 << 20
+    ) -> [any FaultDriver] {
         let procfs = ProcFS()
         let processGuard = ProcessGuard(procfs: procfs, protectedNames: protectedProcesses)
         return [
@@ -30,8 +32,8 @@ public enum FaultCatalog {
             PlannedKindDriver(kind: "cpu", release: "the cgroup v2 release"),
             PlannedKindDriver(kind: "memory", release: "the cgroup v2 release"),
             PlannedKindDriver(kind: "io", release: "the cgroup v2 release"),
-            PlannedKindDriver(kind: "disk-fill", release: "the cgroup v2 release"),
-            PlannedKindDriver(kind: "squeeze", release: "the cgroup v2 release"),
+            DiskFillDriver(reserve: resourceReserve),
+            SqueezeDriver(mount: host.cgroup2Mount, controllers: host.cgroupControllers),
         ]
     }
 }

@@ -198,18 +198,21 @@ struct UnitsAndConfigTests {
             [policy]
             max-ttl = "10m"
             protected-processes = ["postgres"]
+            resource-reserve = "1GiB"
             """)
         #expect(d.socket == "/tmp/x.sock")
         #expect(d.socketMode == 0o600)
         #expect(d.maxBody == 1 << 20)
         #expect(d.maxTTL == .seconds(600))
         #expect(d.protectedProcesses == ["postgres"])
+        #expect(d.resourceReserve == 1 << 30)
+        #expect(c.resourceReserve == 64 << 20)
     }
 
     @Test func configRefusesUnknownKeysAndBadValues() {
         for bad in [
             "[agent]\nsocket-path = \"/x\"", "[policee]\n", "[policy]\nmax-ttl = \"forever\"", "[agent]\nsocket-mode = \"rw\"",
-            "[policy]\nprotected-processes = \"sshd\"", "[remote]\nlisten = \"0.0.0.0:7410\"", "[agent\n",
+            "[policy]\nprotected-processes = \"sshd\"", "[policy]\nresource-reserve = \"lots\"", "[remote]\nlisten = \"0.0.0.0:7410\"", "[agent\n",
         ] {
             #expect(throws: ConfigError.self, "\(bad)") { try AgentConfig.parse(bad) }
         }
