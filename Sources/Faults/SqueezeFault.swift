@@ -33,11 +33,12 @@ public struct SqueezeDriver: FaultDriver {
         guard let fs = targeting.fs else {
             return KindAvailability(kind: kind, available: false, reason: "this host has no cgroup v2 hierarchy mounted")
         }
-        guard !controllers.isEmpty else {
+        guard controllers.contains(where: AgentSubtree.controllers.contains) else {
             return KindAvailability(
                 kind: kind, available: false,
-                reason: "the cgroup v2 hierarchy at \(fs.mount) has no controllers (a hybrid host keeps cpu, memory and io in "
-                    + "cgroup v1), so there are no limits to squeeze")
+                reason: "the cgroup v2 hierarchy at \(fs.mount) offers none of the cpu, memory, io and pids controllers "
+                    + "(it has: \(controllers.isEmpty ? "none" : controllers.joined(separator: " "))); a hybrid host keeps "
+                    + "them in cgroup v1, so there are no limits to squeeze")
         }
         return KindAvailability(kind: kind, available: true)
     }
