@@ -9,11 +9,15 @@ public struct FaultContext: Sendable {
     /// Claims held by active faults (claim -> fault id), filled in by the engine before `prepare`, so a driver can
     /// tell "already done by another fault" (409) from other refusals.
     public var heldClaims: [String: String]
+    /// The lease's TTL, filled in by the engine: drivers whose helpers must also end by themselves (stress workers)
+    /// give them a deadline from it.
+    public var ttl: Duration?
 
-    public init(owner: String, callerPID: Int32? = nil, heldClaims: [String: String] = [:]) {
+    public init(owner: String, callerPID: Int32? = nil, heldClaims: [String: String] = [:], ttl: Duration? = nil) {
         self.owner = owner
         self.callerPID = callerPID
         self.heldClaims = heldClaims
+        self.ttl = ttl
     }
 }
 

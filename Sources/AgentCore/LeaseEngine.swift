@@ -201,6 +201,7 @@ public actor LeaseEngine {
 
         var context = context
         context.heldClaims = claimHolders
+        context.ttl = ttl
         let started = ContinuousClock.now
         let prepared = try driver.prepare(spec: request.spec, context: context)
         for claim in prepared.claims {

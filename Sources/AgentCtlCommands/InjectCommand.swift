@@ -22,7 +22,8 @@ struct InjectCommand: AsyncParsableCommand {
               ID=$(chaos-agentctl inject pause --pid 4242 --ttl 5m); chaos-agentctl get $ID
             """,
         subcommands: [
-            InjectPause.self, InjectKill.self, InjectNetwork.self, InjectDiskFill.self, InjectSqueeze.self,
+            InjectPause.self, InjectKill.self, InjectNetwork.self, InjectCPU.self, InjectMemory.self, InjectIO.self,
+            InjectDiskFill.self, InjectSqueeze.self,
         ]
     )
 }

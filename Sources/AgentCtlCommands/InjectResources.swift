@@ -121,3 +121,118 @@ struct InjectSqueeze: InjectKind {
         return s
     }
 }
+
+/// `inject cpu`: take a share of the host's CPUs.
+struct InjectCPU: InjectKind {
+    static let configuration = CommandConfiguration(
+        commandName: "cpu",
+        abstract: "Burn a share of the host's CPUs, exactly, for the TTL.",
+        discussion: """
+            The agent starts a worker (itself, re-executed without capabilities) inside a cgroup of its own with \
+            --cpus spinning threads, and caps that cgroup with cpu.max = load x cpus x 100ms per 100ms: the kernel \
+            delivers exactly that CPU time however busy the host is, no more. The worker ends at the deadline, when \
+            the fault is reverted, and when the agent dies.
+
+            EXAMPLES
+              chaos-agentctl inject cpu --load 60% --cpus 2 --ttl 2m
+              chaos-agentctl inject cpu --load 100% --cpus 1 --ttl 30s --wait
+            """
+    )
+    static let kind = "cpu"
+
+    @Option(help: ArgumentHelp("Share of each CPU to take (at most 100%).", valueName: "percent")) var load: String
+    @Option(help: ArgumentHelp("How many CPUs to load (default: all online).", valueName: "n")) var cpus: Int?
+
+    @OptionGroup(title: "Fault") var inject: InjectOptions
+    @OptionGroup var global: GlobalOptions
+
+    func validate() throws {
+        guard let l = Units.parsePercent(load), l > 0 else {
+            throw ValidationError("invalid --load '\(load)': write a percentage such as 60%")
+        }
+        if let cpus, cpus < 1 { throw ValidationError("--cpus must be at least 1") }
+    }
+
+    func spec() throws -> [String: JSONValue] {
+        var s: [String: JSONValue] = ["load": .string(load)]
+        if let cpus { s["cpus"] = .number(Double(cpus)) }
+        return s
+    }
+}
+
+/// `inject memory`: hold memory resident.
+struct InjectMemory: InjectKind {
+    static let configuration = CommandConfiguration(
+        commandName: "memory",
+        abstract: "Hold an amount of memory resident for the TTL.",
+        discussion: """
+            A worker in a cgroup of its own allocates and touches pages until the cgroup's memory.current reaches \
+            --size; memory.max caps the cgroup a little above it and the worker's oom_score_adj is +1000 (the \
+            agent's is -900), so under pressure the kernel takes the worker, never the agent. Refused when --size \
+            is more than MemAvailable minus the reserve ([policy] resource-reserve).
+
+            EXAMPLES
+              chaos-agentctl inject memory --size 2GiB --ttl 2m
+              chaos-agentctl inject memory --size 512MiB --ttl 30s --wait
+            """
+    )
+    static let kind = "memory"
+
+    @Option(help: ArgumentHelp("How much memory to hold (e.g. 512MiB, 2GiB).", valueName: "size")) var size: String
+
+    @OptionGroup(title: "Fault") var inject: InjectOptions
+    @OptionGroup var global: GlobalOptions
+
+    func validate() throws {
+        if Units.parseSize(size) == nil { throw ValidationError("invalid --size '\(size)': write a size such as 2GiB") }
+    }
+
+    func spec() throws -> [String: JSONValue] { ["size": .string(size)] }
+}
+
+/// `inject io`: sustained disk pressure.
+struct InjectIO: InjectKind {
+    static let configuration = CommandConfiguration(
+        commandName: "io",
+        abstract: "Keep the disk under a directory busy at a given rate for the TTL.",
+        discussion: """
+            Workers in a cgroup of their own write (or read) 64 MiB files .chaos-agent-io-* under --path with \
+            O_DIRECT, paced by io.max on the disk holding --path (a partition is resolved to its disk), so the rate \
+            is the kernel's, not a sleep loop's. The files are removed at the end. --path must be on a block device \
+            (not tmpfs, overlay or 9p). Rates: 50MB/s, 10MiB/s.
+
+            EXAMPLES
+              chaos-agentctl inject io --path /var/lib/postgresql --write-rate 50MB/s --ttl 2m
+              chaos-agentctl inject io --path /srv --read-rate 20MiB/s --workers 2 --ttl 1m
+            """
+    )
+    static let kind = "io"
+
+    @Option(help: ArgumentHelp("A directory on the disk to stress.", valueName: "dir")) var path: String
+    @Option(help: ArgumentHelp("Write at this rate (io.max wbps).", valueName: "rate")) var writeRate: String?
+    @Option(help: ArgumentHelp("Read at this rate (io.max rbps).", valueName: "rate")) var readRate: String?
+    @Option(help: ArgumentHelp("Worker threads (default 1).", valueName: "n")) var workers: Int?
+
+    @OptionGroup(title: "Fault") var inject: InjectOptions
+    @OptionGroup var global: GlobalOptions
+
+    func validate() throws {
+        guard writeRate != nil || readRate != nil || workers != nil else {
+            throw ValidationError("give --write-rate or --read-rate (or --workers N for unthrottled IO)")
+        }
+        for (flag, v) in [("--write-rate", writeRate), ("--read-rate", readRate)] {
+            if let v, Units.parseSize(v.replacingOccurrences(of: "/s", with: "")) == nil {
+                throw ValidationError("invalid \(flag) '\(v)': write a rate such as 50MB/s")
+            }
+        }
+        if let workers, workers < 1 { throw ValidationError("--workers must be at least 1") }
+    }
+
+    func spec() throws -> [String: JSONValue] {
+        var s: [String: JSONValue] = ["path": .string(path)]
+        if let writeRate { s["writeRate"] = .string(writeRate) }
+        if let readRate { s["readRate"] = .string(readRate) }
+        if let workers { s["workers"] = .number(Double(workers)) }
+        return s
+    }
+}

@@ -64,6 +64,21 @@ struct cshim_clone_args {
     uint64_t flags, pidfd, child_tid, parent_tid, exit_signal, stack, stack_size, tls, set_tid, set_tid_size, cgroup;
 };
 
+#include <linux/capability.h>
+/* Empties the bounding, ambient and inheritable sets: after execve even uid 0 starts with no capability at all, in
+ * every thread. Raw syscalls only (async-signal-safe between clone and exec). */
+static void child_drop_caps(void) {
+    for (int c = 0; c < 64; c++) prctl(PR_CAPBSET_DROP, c, 0, 0, 0);
+    prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0);
+    struct __user_cap_header_struct h = {_LINUX_CAPABILITY_VERSION_3, 0};
+    struct __user_cap_data_struct d[2];
+    if (syscall(SYS_capget, &h, d) == 0) {
+        d[0].inheritable = d[1].inheritable = 0;
+        syscall(SYS_capset, &h, d);
+    }
+    prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0);
+}
+
 /* Runs in the child only: async-signal-safe calls, then exec. */
 static void child_exec(const char *path, char *const argv[], pid_t parent) {
     sigset_t none;
@@ -74,6 +89,7 @@ static void child_exec(const char *path, char *const argv[], pid_t parent) {
     sigprocmask(SIG_SETMASK, &none, NULL);
     prctl(PR_SET_PDEATHSIG, SIGKILL);
     if (getppid() != parent) _exit(70); /* the parent died before PDEATHSIG was armed */
+    child_drop_caps();
     execv(path, argv);
     _exit(127);
 }
@@ -103,3 +119,5 @@ pid_t cshim_spawn_in_cgroup(const char *path, char *const argv[], int cgroup_fd,
 
 #include <fcntl.h>
 int cshim_fallocate(int fd, long long offset, long long length) { return fallocate(fd, 0, (off_t)offset, (off_t)length); }
+
+int cshim_no_new_privs(void) { return prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0); }

@@ -21,7 +21,8 @@ struct PlannedKindDriver: FaultDriver {
 /// Every fault kind this agent knows, wired to the host.
 public enum FaultCatalog {
     public static func standard(
-        protectedProcesses: [String], host: HostFacts, logger: Logger, resourceReserve: UInt64 = 64 << 20
+        protectedProcesses: [String], host: HostFacts, logger: Logger, resourceReserve: UInt64 = 64 << 20,
+        stateDir: String = "/run/chaos-agent"
     ) -> [any FaultDriver] {
         let procfs = ProcFS()
         let processGuard = ProcessGuard(procfs: procfs, protectedNames: protectedProcesses)
@@ -29,9 +30,11 @@ public enum FaultCatalog {
             PauseDriver(procfs: procfs, processGuard: processGuard, host: host),
             KillDriver(procfs: procfs, processGuard: processGuard, host: host, logger: logger),
             NetworkDriver(host: host, logger: logger),
-            PlannedKindDriver(kind: "cpu", release: "the cgroup v2 release"),
-            PlannedKindDriver(kind: "memory", release: "the cgroup v2 release"),
-            PlannedKindDriver(kind: "io", release: "the cgroup v2 release"),
+        ] + ["cpu", "memory", "io"].map { kind in
+            StressDriver(
+                kind: kind, mount: host.cgroup2Mount, controllers: host.cgroupControllers, stateDir: stateDir,
+                reserve: resourceReserve, logger: logger)
+        } + [
             DiskFillDriver(reserve: resourceReserve),
             SqueezeDriver(mount: host.cgroup2Mount, controllers: host.cgroupControllers),
         ]

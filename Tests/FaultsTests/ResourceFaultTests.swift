@@ -187,3 +187,146 @@ func status(_ body: () throws -> Void) -> (Int, String?)? {
         #expect(p.claims.count == 1 && p.claims[0].hasPrefix("disk-fill:dev:"))
     }
 }
+
+@Suite struct StressTests {
+    func driver(_ kind: String, controllers: [String] = ["cpu", "memory", "io", "pids"]) throws -> (StressDriver, CgroupFS) {
+        let (fs, _) = try serviceTree()
+        let subtree = AgentSubtree.locate(ownCgroup: "/", delegated: false, stateDir: "/run/x")
+        return (StressDriver(kind: kind, fs: fs, controllers: controllers, subtree: subtree, reserve: 64 << 20), fs)
+    }
+
+    @Test func workerArguments() {
+        let a = WorkerArguments(kind: .io, threads: 2, bytes: 64 << 20, path: "/srv", mode: "write", cgroup: "/sys/fs/cgroup/x/lease-1",
+            tag: "lease-1", deadline: 1_790_000_000.25)
+        #expect(a.argv == [
+            "worker", "io", "--threads", "2", "--deadline", "1790000000.250", "--bytes", "67108864", "--path", "/srv",
+            "--mode", "write", "--cgroup", "/sys/fs/cgroup/x/lease-1", "--tag", "lease-1",
+        ])
+        #expect(WorkerArguments(kind: .cpu, threads: 3, deadline: 5).argv == ["worker", "cpu", "--threads", "3", "--deadline", "5.000"])
+    }
+
+    @Test func cpuPlan() throws {
+        let (d, _) = try driver("cpu")
+        let p = try d.prepare(spec: spec(["load": "60%", "cpus": 1]), context: FaultContext(owner: "t", ttl: .seconds(30)))
+        let plan = try p.plan.decode(StressDriver.Plan.self)
+        // quota = load x cpus x period.
+        #expect(plan.cpuMax == "60000 100000")
+        #expect(plan.worker.threads == 1)
+        #expect(plan.cgroup.hasPrefix("/chaos-agent-\(AgentSubtree.hash("/run/x"))/lease-"))
+        // The worker's own deadline: the TTL plus a grace period.
+        #expect(abs(plan.deadline - (Date().timeIntervalSince1970 + 35)) < 2)
+        let all = try d.prepare(spec: spec(["load": "100%"]), context: FaultContext(owner: "t"))
+        #expect(try all.plan.decode(StressDriver.Plan.self).cpuMax == CPUMax.forShare(Double(StressDriver.onlineCPUs)).description)
+    }
+
+    @Test func refusals() throws {
+        let ctx = FaultContext(owner: "t", ttl: .seconds(10))
+        let cases: [(String, [String: JSONValue], Int, String?)] = [
+            ("cpu", [:], 400, "spec.load"),
+            ("cpu", ["load": "lots"], 400, "spec.load"),
+            ("cpu", ["load": "0%"], 400, "spec.load"),
+            ("cpu", ["load": "150%"], 422, "spec.load"),
+            ("cpu", ["load": "50%", "cpus": 100_000], 400, "spec.cpus"),
+            ("cpu", ["load": "50%", "cpus": .number(Double(StressDriver.onlineCPUs + 1))], 422, "spec.cpus"),
+            ("cpu", ["load": "50%", "size": "1GiB"], 400, "spec.size"),
+            ("memory", [:], 400, "spec.size"),
+            ("memory", ["size": "12"], 400, "spec.size"),
+            ("memory", ["size": "64TiB"], 422, "spec.size"),
+            ("io", ["writeRate": "1MB/s"], 400, "spec.path"),
+            ("io", ["path": "/tmp"], 400, "spec.writeRate"),
+            ("io", ["path": "/tmp", "writeRate": "fast"], 400, "spec.writeRate"),
+            ("io", ["path": "/tmp", "writeRate": "1MB/s", "readRate": "1MB/s"], 400, "spec.readRate"),
+            ("io", ["path": "/nonexistent", "writeRate": "1MB/s"], 422, "spec.path"),
+            ("io", ["path": "/dev/shm", "writeRate": "1MB/s"], 422, "spec.path"),  // tmpfs: no disk to pace
+        ]
+        for (kind, s, want, field) in cases {
+            let (d, _) = try driver(kind)
+            let got = status { _ = try d.prepare(spec: spec(s), context: ctx) }
+            #expect(got?.0 == want, "\(kind) \(s)")
+            #expect(got?.1 == field, "\(kind) \(s)")
+        }
+        // Without the controller in cgroup v2 (a hybrid host): unavailable, saying why.
+        let (bare, _) = try driver("memory", controllers: ["hugetlb"])
+        #expect(!bare.availability().available)
+        #expect(bare.availability().reason?.contains("no memory controller") == true)
+    }
+
+    @Test func orphanLeaseCgroupsAreRemoved() async throws {
+        let (d, fs) = try driver("cpu")
+        let subtree = AgentSubtree.locate(ownCgroup: "/", delegated: false, stateDir: "/run/x")
+        try subtree.setUp(fs, selfPID: 1)
+        try fs.create(subtree.lease("live"))
+        try fs.create(subtree.lease("orphan"))
+        try fs.create(subtree.base + "/not-ours")
+        let live = StressDriver.Plan(
+            mount: fs.mount, cgroup: subtree.lease("live"), deadline: 0, worker: .init(threads: 1, bytes: 0))
+        let removed = await d.reconcileOrphans(livePlans: [try JSONValue.from(live)])
+        #expect(removed == ["removed orphan cgroup \(fs.directory(subtree.lease("orphan")))"])
+        #expect(fs.exists(subtree.lease("live")))
+        #expect(fs.exists(subtree.base + "/not-ours"))
+    }
+
+    @Test func diskOfPartition() throws {
+        // A fake /sys/dev/block: 8:1 is a partition of the disk 8:0.
+        let root = FileManager.default.temporaryDirectory.appendingPathComponent("sys-\(UUID().uuidString)").path
+        let disk = root + "/devices/sda"
+        try FileManager.default.createDirectory(atPath: disk + "/sda1", withIntermediateDirectories: true)
+        try "8:0\n".write(toFile: disk + "/dev", atomically: true, encoding: .utf8)
+        try "1\n".write(toFile: disk + "/sda1/partition", atomically: true, encoding: .utf8)
+        try FileManager.default.createDirectory(atPath: root + "/dev/block", withIntermediateDirectories: true)
+        try FileManager.default.createDirectory(atPath: disk + "/../sdb", withIntermediateDirectories: true)
+        try FileManager.default.createSymbolicLink(atPath: root + "/dev/block/8:1", withDestinationPath: disk + "/sda1")
+        try FileManager.default.createSymbolicLink(atPath: root + "/dev/block/8:16", withDestinationPath: root + "/devices/sdb")
+        #expect(BlockDevice.disk(ofFileSystemDevice: 8 << 8 | 1, sys: root + "/dev/block") == "8:0")
+        #expect(BlockDevice.disk(ofFileSystemDevice: 8 << 8 | 16, sys: root + "/dev/block") == "8:16")
+        #expect(BlockDevice.disk(ofFileSystemDevice: 0 << 8 | 45, sys: root + "/dev/block") == nil)
+    }
+}
+
+/// The real spawner on this host: a worker born inside a cgroup of the v2 hierarchy (controllers are not needed for
+/// cgroup.procs), with no capability, oom_score_adj 1000, ending by itself at its deadline. In the serialized process
+/// suite: between clone and exec the child carries the test runner's name, which a concurrent name-selector test
+/// would match.
+enum SpawnTests {
+    static let agentd = FileManager.default.currentDirectoryPath + "/.build/debug/chaos-agentd"
+    static var mount: String? { HostProbe.probe().cgroup2Mount }
+}
+
+extension ProcessFaultTests {
+    @Test(
+        .enabled(
+            if: geteuid() == 0 && SpawnTests.mount != nil && FileManager.default.isExecutableFile(atPath: SpawnTests.agentd)))
+    func workerIsBornInItsCgroupWithoutCapabilities() async throws {
+        let fs = CgroupFS(mount: SpawnTests.mount!)
+        let cg = "/chaos-spawn-test-\(getpid())"
+        try fs.create(cg)
+        let args = WorkerArguments(kind: .cpu, threads: 1, deadline: Date().timeIntervalSince1970 + 1.5)
+        let w = try await WorkerSpawner.shared.spawn(executable: SpawnTests.agentd, argv: args.argv, cgroupDir: fs.directory(cg))
+        #expect(fs.procs(cg) == [w.pid])
+        #expect(CgroupFS.cgroup(ofPID: w.pid) == cg)
+        // Give exec and the runtime a moment, then read the kernel's view of the worker.
+        var status = ""
+        for _ in 0..<100 {
+            status = (try? String(contentsOfFile: "/proc/\(w.pid)/status", encoding: .utf8)) ?? ""
+            if status.contains("Name:\tchaos-agentd"), (try? String(contentsOfFile: "/proc/\(w.pid)/oom_score_adj", encoding: .utf8)) == "1000\n" { break }
+            try await Task.sleep(for: .milliseconds(20))
+        }
+        for key in ["CapPrm:", "CapEff:", "CapBnd:", "CapAmb:", "CapInh:"] {
+            let line = status.split(separator: "\n").first { $0.hasPrefix(key) }
+            #expect(line?.hasSuffix("0000000000000000") == true, "\(line ?? "no \(key)")")
+        }
+        #expect(status.contains("NoNewPrivs:\t1"))
+        #expect(try String(contentsOfFile: "/proc/\(w.pid)/oom_score_adj", encoding: .utf8) == "1000\n")
+        // It ends by itself at its deadline.
+        var exited = false
+        for _ in 0..<200 {
+            var st: Int32 = 0
+            if waitpid(w.pid, &st, WNOHANG) == w.pid { exited = true; break }
+            try await Task.sleep(for: .milliseconds(20))
+        }
+        #expect(exited)
+        #expect(fs.procs(cg).isEmpty)
+        try await fs.remove(cg)
+        #expect(!fs.exists(cg))
+    }
+}

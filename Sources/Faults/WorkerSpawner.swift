@@ -1,0 +1,79 @@
+import CShims
+import Cgroups
+import Foundation
+
+/// Starts stress workers from one thread that lives as long as the agent: PR_SET_PDEATHSIG fires when the *thread*
+/// that created a child exits, so spawning from a pool thread that may retire would kill workers early.
+final class WorkerSpawner: @unchecked Sendable {
+    static let shared = WorkerSpawner()
+
+    private let condition = NSCondition()
+    private var jobs: [() -> Void] = []
+
+    private init() {
+        let thread = Thread { [unowned self] in self.loop() }
+        thread.name = "chaos-worker-spawner"
+        thread.start()
+    }
+
+    private func loop() {
+        while true {
+            condition.lock()
+            while jobs.isEmpty { condition.wait() }
+            let job = jobs.removeFirst()
+            condition.unlock()
+            job()
+        }
+    }
+
+    private func onThread<T: Sendable>(_ body: @escaping @Sendable () -> T) async -> T {
+        await withCheckedContinuation { (c: CheckedContinuation<T, Never>) in
+            condition.lock()
+            jobs.append { c.resume(returning: body()) }
+            condition.signal()
+            condition.unlock()
+        }
+    }
+
+    struct Spawned: Sendable {
+        var pid: Int32
+        var clone3: Bool
+    }
+
+    /// Starts `executable argv...` inside the cgroup directory `cgroupDir` (absolute).
+    func spawn(executable: String, argv: [String], cgroupDir: String) async throws -> Spawned {
+        let result: Result<Spawned, CgroupError> = await onThread {
+            let dirFD = open(cgroupDir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+            guard dirFD >= 0 else { return .failure(CgroupError("cannot open \(cgroupDir): \(String(cString: strerror(errno)))")) }
+            defer { close(dirFD) }
+            let procsFD = open(cgroupDir + "/cgroup.procs", O_WRONLY | O_CLOEXEC)
+            defer { if procsFD >= 0 { close(procsFD) } }
+            var cargs: [UnsafeMutablePointer<CChar>?] = ([executable] + argv).map { strdup($0) } + [nil]
+            defer { for p in cargs { free(p) } }
+            var used: Int32 = 0
+            let pid = cargs.withUnsafeMutableBufferPointer { buf in
+                cshim_spawn_in_cgroup(executable, buf.baseAddress, dirFD, procsFD, &used)
+            }
+            guard pid > 0 else {
+                return .failure(CgroupError("cannot start a worker in \(cgroupDir): \(String(cString: strerror(errno)))"))
+            }
+            return .success(Spawned(pid: pid, clone3: used == 1))
+        }
+        return try result.get()
+    }
+
+    /// The agent's own executable, which doubles as the worker (`chaos-agentd worker ...`).
+    static let executable: String = {
+        var buf = [CChar](repeating: 0, count: 4096)
+        let n = readlink("/proc/self/exe", &buf, buf.count - 1)
+        return n > 0 ? String(decoding: buf[0..<n].map { UInt8(bitPattern: $0) }, as: UTF8.self) : CommandLine.arguments[0]
+    }()
+
+    /// Collects exited children among `pids` (the agent is their parent unless it restarted), so none stays a zombie.
+    static func reap(_ pids: [Int32]) {
+        for pid in pids {
+            var status: Int32 = 0
+            _ = waitpid(pid, &status, WNOHANG)
+        }
+    }
+}
