@@ -266,15 +266,11 @@ public struct StressDriver: FaultDriver {
         let fs = CgroupFS(mount: plan.mount)
         if fs.exists(plan.cgroup) {
             try? fs.write(plan.cgroup, "cgroup.kill", "1")
-            let start = ContinuousClock.now
-            while !fs.procs(plan.cgroup).isEmpty && ContinuousClock.now - start < .seconds(5) {
-                if let pid = plan.pid { WorkerSpawner.reap([pid]) }
-                try? await Task.sleep(for: .milliseconds(5))
-            }
-            if let pid = plan.pid { WorkerSpawner.reap([pid]) }
+            // Collect the worker (the agent is its parent unless it restarted), so no zombie outlives the lease.
+            if let pid = plan.pid { await WorkerSpawner.reap(pid, timeout: .seconds(5)) }
             do { try await fs.remove(plan.cgroup) } catch { throw AgentError.failed("removing \(plan.cgroup): \(error)") }
         } else if let pid = plan.pid {
-            WorkerSpawner.reap([pid])
+            await WorkerSpawner.reap(pid, timeout: .seconds(5))
         }
         if let path = plan.worker.path, let tag = plan.worker.tag { try Self.removeIOFiles(in: path, tag: tag) }
     }

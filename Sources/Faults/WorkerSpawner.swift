@@ -69,11 +69,15 @@ final class WorkerSpawner: @unchecked Sendable {
         return n > 0 ? String(decoding: buf[0..<n].map { UInt8(bitPattern: $0) }, as: UTF8.self) : CommandLine.arguments[0]
     }()
 
-    /// Collects exited children among `pids` (the agent is their parent unless it restarted), so none stays a zombie.
-    static func reap(_ pids: [Int32]) {
-        for pid in pids {
+    /// Waits (up to `timeout`) for the killed worker `pid` to exit and collects it, so it does not stay a zombie.
+    /// Returns at once when it is not our child (the agent restarted since it was spawned).
+    static func reap(_ pid: Int32, timeout: Duration) async {
+        let start = ContinuousClock.now
+        while ContinuousClock.now - start < timeout {
             var status: Int32 = 0
-            _ = waitpid(pid, &status, WNOHANG)
+            let r = waitpid(pid, &status, WNOHANG)
+            if r == pid || (r < 0 && errno == ECHILD) { return }
+            try? await Task.sleep(for: .milliseconds(5))
         }
     }
 }
