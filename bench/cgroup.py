@@ -218,6 +218,7 @@ def main():
     ap.add_argument("--seconds", type=int, default=10, help="one-second samples per contender (default 10)")
     ap.add_argument("--memory-mib", type=int, default=512, help="memory fill size in MiB (default 512)")
     ap.add_argument("--quick", action="store_true", help="5 samples, 128 MiB (checks the harness, not for numbers)")
+    ap.add_argument("--keep-logs", action="store_true", help="copy the daemon's log into --out-dir")
     args = ap.parse_args()
     if args.quick:
         args.seconds, args.memory_mib = 5, 128

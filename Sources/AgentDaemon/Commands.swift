@@ -150,7 +150,11 @@ struct Reap: AsyncParsableCommand {
     }
 
     static func summary(_ f: FaultObject) -> String {
-        guard case .object(let o) = f.target, case .array(let procs)? = o["processes"] else { return "-" }
+        guard case .object(let o) = f.target else { return "-" }
+        // Resource faults: the cgroup or file they acted on.
+        for key in ["cgroup", "file"] { if let v = o[key]?.stringValue { return "\(key) \(v)" } }
+        if let v = o["freeze"]?["cgroup"]?.stringValue { return "cgroup \(v) (frozen)" }
+        guard case .array(let procs)? = o["processes"] else { return "-" }
         return procs.compactMap { p -> String? in
             guard let pid = p["pid"]?.numberValue else { return nil }
             return "pid \(Int(pid))" + (p["comm"]?.stringValue.map { " (\($0))" } ?? "")

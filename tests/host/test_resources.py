@@ -191,3 +191,27 @@ def test_pause_by_cgroup_refusals(agent, victim_cgroup):
     assert events(path)["frozen"] == "0"
     assert is_running(child.pid)
     assert agent.active_faults() == []
+
+
+def test_kill_by_cgroup_with_another_signal_goes_through_pidfds(agent, victim_cgroup, victims):
+    name, path, child = victim_cgroup
+    second = victims.spawn()
+    (path / "cgroup.procs").write_text(str(second.pid))
+    fault = agent.inject("kill", "--cgroup", name, "--signal", "TERM", "--ttl", "5s")
+    assert sorted(p["pid"] for p in fault["target"]["processes"]) == sorted([child.pid, second.pid])
+    assert fault["target"]["signal"] == "SIGTERM"
+    wait_until(lambda: child.poll() is not None and second.poll() is not None, 3, what="both children to die")
+    assert child.returncode == -15 and second.returncode == -15
+
+
+def test_pause_by_cgroup_survives_sigkill_via_reap(agent, victim_cgroup):
+    name, path, child = victim_cgroup
+    agent.inject("pause", "--cgroup", name, "--ttl", "1m")
+    assert events(path)["frozen"] == "1"
+    agent.kill9()
+    assert events(path)["frozen"] == "1"  # SIGKILL reverted nothing
+    r = agent.reap()
+    assert r.rc == 0, str(r)
+    assert events(path)["frozen"] == "0"
+    assert f"cgroup /{name} (frozen)" in r.out, r.out
+    assert is_running(child.pid)
