@@ -215,3 +215,30 @@ def test_pause_by_cgroup_survives_sigkill_via_reap(agent, victim_cgroup):
     assert events(path)["frozen"] == "0"
     assert f"cgroup /{name} (frozen)" in r.out, r.out
     assert is_running(child.pid)
+
+
+@pytest.mark.parametrize("args,words", [
+    (["cpu", "--ttl", "5s"], "--load"),
+    (["cpu", "--load", "fast", "--ttl", "5s"], "--load"),
+    (["memory", "--size", "lots", "--ttl", "5s"], "--size"),
+    (["io", "--path", "/tmp", "--ttl", "5s"], "--write-rate"),
+    (["disk-fill", "--path", "/tmp", "--size", "1MiB", "--leave-free", "1GiB", "--ttl", "5s"], "--leave-free"),
+    (["squeeze", "--cpu-max", "20%", "--ttl", "5s"], "--cgroup"),
+    (["squeeze", "--cgroup", "/x", "--ttl", "5s"], "--cpu-max"),
+    (["pause", "--pid", "1", "--cgroup", "/x", "--ttl", "5s"], "only one"),
+])
+def test_resource_flags_are_checked_by_the_cli(agent, args, words):
+    r = agent.ctl("inject", *args)
+    assert r.rc == 2, str(r)
+    assert words in r.err, str(r)
+    assert agent.active_faults() == []
+
+
+def test_stress_kinds_refused_on_a_hybrid_host(agent):
+    status = agent.http("GET", "/v1/status").json
+    if "cpu" in status["host"].get("cgroupControllers", []):
+        pytest.skip("this host has the cpu controller in cgroup v2")
+    for args in (["cpu", "--load", "50%"], ["memory", "--size", "64MiB"], ["io", "--path", "/tmp", "--write-rate", "1MB/s"]):
+        r = agent.ctl("inject", *args, "--ttl", "5s")
+        assert r.rc == 3, str(r)
+        assert "controller" in r.err and "cgroup v1" in r.err, str(r)
