@@ -35,7 +35,7 @@ public enum FaultCatalog {
                 kind: kind, mount: host.cgroup2Mount, controllers: host.cgroupControllers, stateDir: stateDir,
                 reserve: resourceReserve, logger: logger)
         } + [
-            DiskFillDriver(reserve: resourceReserve),
+            DiskFillDriver(reserve: resourceReserve, stateDir: stateDir),
             SqueezeDriver(mount: host.cgroup2Mount, controllers: host.cgroupControllers),
         ]
     }

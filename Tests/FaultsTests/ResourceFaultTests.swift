@@ -142,7 +142,8 @@ func status(_ body: () throws -> Void) -> (Int, String?)? {
 
     @Test func fillsAndRemoves() async throws {
         let dir = try tempDir()
-        let d = DiskFillDriver(reserve: 1 << 20)
+        let registryDir = try tempDir()
+        let d = DiskFillDriver(reserve: 1 << 20, registryDir: registryDir, stateDir: dir)
         let p = try d.prepare(spec: spec(["path": .string(dir), "size": "8MiB"]), context: FaultContext(owner: "t"))
         #expect(try FileManager.default.contentsOfDirectory(atPath: dir).isEmpty)  // prepare changes nothing
         let applied = try await d.apply(plan: p.plan)
@@ -155,6 +156,34 @@ func status(_ body: () throws -> Void) -> (Int, String?)? {
         try await d.revert(plan: p.plan)
         #expect(!FileManager.default.fileExists(atPath: file))
         try await d.revert(plan: p.plan)
+    }
+
+    @Test func registryNamesOrphansAfterTheJournalIsLost() async throws {
+        let dir = try tempDir()
+        let registryDir = try tempDir() + "/lib"
+        let d = DiskFillDriver(reserve: 1 << 20, registryDir: registryDir, stateDir: dir)
+        let ctx = FaultContext(owner: "t")
+        let kept = try d.prepare(spec: spec(["path": .string(dir), "size": "1MiB"]), context: ctx)
+        let lost = try d.prepare(spec: spec(["path": .string(dir), "size": "1MiB"]), context: ctx)
+        _ = try await d.apply(plan: kept.plan)
+        _ = try await d.apply(plan: lost.plan)
+        let keptFile = try kept.plan.decode(DiskFillDriver.Plan.self).file
+        let lostFile = try lost.plan.decode(DiskFillDriver.Plan.self).file
+        // A stranger's file with our prefix that the registry does not name is never touched.
+        let stranger = dir + "/.chaos-agent-fill-not-ours"
+        _ = FileManager.default.createFile(atPath: stranger, contents: Data())
+        // Another agent (another state directory) has its own registry and sees nothing to remove.
+        let other = DiskFillDriver(reserve: 1 << 20, registryDir: registryDir, stateDir: dir + "/other")
+        #expect(await other.reconcileOrphans(livePlans: []) == [])
+        // Only `kept` is still journaled: `lost` goes.
+        let removed = await d.reconcileOrphans(livePlans: [kept.plan])
+        #expect(removed == ["removed orphan disk-fill file \(lostFile)"])
+        #expect(FileManager.default.fileExists(atPath: keptFile))
+        #expect(!FileManager.default.fileExists(atPath: lostFile))
+        #expect(FileManager.default.fileExists(atPath: stranger))
+        // The registry now names only the live one: a second pass removes nothing.
+        #expect(await d.reconcileOrphans(livePlans: [kept.plan]) == [])
+        try await d.revert(plan: kept.plan)
     }
 
     @Test func refusals() throws {

@@ -242,3 +242,17 @@ def test_stress_kinds_refused_on_a_hybrid_host(agent):
         r = agent.ctl("inject", *args, "--ttl", "5s")
         assert r.rc == 3, str(r)
         assert "controller" in r.err and "cgroup v1" in r.err, str(r)
+
+
+def test_disk_fill_left_by_a_lost_journal_is_removed_at_start(agent, tmpfs):
+    """A reboot wipes the journal (/run is tmpfs) but not a fill file on a persistent disk: the registry under
+    /var/lib/chaos-agent still names it, and the next start removes it."""
+    agent.inject("disk-fill", "--path", str(tmpfs), "--size", "16MiB", "--ttl", "1m")
+    assert len(fill_files(tmpfs)) == 1
+    agent.kill9()
+    for p in Path(agent.state_dir).iterdir():  # what a reboot does to /run/chaos-agent
+        if p.is_file() and p.name != "lock":
+            p.unlink()
+    agent.start()
+    assert fill_files(tmpfs) == [], "the orphan fill file survived the start"
+    assert "orphan disk-fill file" in agent.log()
