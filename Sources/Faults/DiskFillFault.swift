@@ -12,9 +12,9 @@ public struct DiskFillDriver: FaultDriver {
     public let kind = "disk-fill"
     static let filePrefix = ".chaos-agent-fill-"
     let reserve: UInt64
-    /// Append-only list of every fill file this agent created, on persistent storage: the journal lives on tmpfs, so
-    /// after a reboot only this names a fill file left on a persistent file system. nil: no registry.
-    let registry: String?
+    /// Every fill file this agent created, on persistent storage: the journal lives on tmpfs, so after a reboot only
+    /// this names a fill file left on a persistent file system.
+    let registry: LeftoverRegistry
 
     struct Plan: Codable, Sendable, Equatable {
         var path: String
@@ -37,7 +37,7 @@ public struct DiskFillDriver: FaultDriver {
     /// file per state directory, so agents with different state directories never touch each other's fills.
     public init(reserve: UInt64, registryDir: String? = "/var/lib/chaos-agent", stateDir: String = "/run/chaos-agent") {
         self.reserve = reserve
-        registry = registryDir.map { "\($0)/disk-fill-\(AgentSubtree.hash(stateDir)).list" }
+        registry = LeftoverRegistry(directory: registryDir, name: "disk-fill", stateDir: stateDir)
     }
 
     public func availability() -> KindAvailability { KindAvailability(kind: kind, available: true) }
@@ -113,7 +113,7 @@ public struct DiskFillDriver: FaultDriver {
 
     public func apply(plan json: JSONValue) async throws -> PreparedFault? {
         let plan = try json.decode(Plan.self)
-        try register(plan.file)
+        try registry.append(plan.file)
         let fd = open(plan.file, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o600)
         guard fd >= 0 else { throw AgentError.failed("cannot create \(plan.file): \(String(cString: strerror(errno)))") }
         defer { close(fd) }
@@ -140,40 +140,15 @@ public struct DiskFillDriver: FaultDriver {
         return PreparedFault(target: try JSONValue.from(target), plan: json, claims: ["disk-fill:dev:\(plan.device)"])
     }
 
-    /// Appends the file's path to the registry before the file exists (a crash in between leaves a line naming
-    /// nothing, which reconciliation drops).
-    func register(_ file: String) throws {
-        guard let registry else { return }
-        let dir = (registry as NSString).deletingLastPathComponent
-        if mkdir(dir, 0o700) != 0 && errno != EEXIST {
-            throw AgentError.failed("cannot create \(dir) for the disk-fill registry: \(String(cString: strerror(errno)))")
-        }
-        let fd = open(registry, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o600)
-        guard fd >= 0 else { throw AgentError.failed("cannot open \(registry): \(String(cString: strerror(errno)))") }
-        defer { close(fd) }
-        let line = Array((file + "\n").utf8)
-        guard write(fd, line, line.count) == line.count, fsync(fd) == 0 else {
-            throw AgentError.failed("cannot append to \(registry): \(String(cString: strerror(errno)))")
-        }
-    }
-
     /// Fill files the registry names that no live lease holds (the journal was lost, e.g. by a reboot: /run is
-    /// tmpfs) are removed; the registry is rewritten with the live ones.
+    /// tmpfs) are removed; the registry keeps the live ones.
     public func reconcileOrphans(livePlans: [JSONValue]) async -> [String] {
-        guard let registry, let text = try? String(contentsOfFile: registry, encoding: .utf8) else { return [] }
         let live = Set(livePlans.compactMap { try? $0.decode(Plan.self) }.map(\.file))
-        var out: [String] = []
-        for file in Set(text.split(separator: "\n").map(String.init)) where !live.contains(file) {
+        return registry.reconcile(live: live) { file in
             // Only ever our own names.
-            guard (file as NSString).lastPathComponent.hasPrefix(Self.filePrefix), file.hasPrefix("/") else { continue }
-            if unlink(file) == 0 { out.append("removed orphan disk-fill file \(file)") }
+            guard (file as NSString).lastPathComponent.hasPrefix(Self.filePrefix), unlink(file) == 0 else { return [] }
+            return ["removed orphan disk-fill file \(file)"]
         }
-        let keep = live.sorted().map { $0 + "\n" }.joined()
-        let tmp = registry + ".tmp"
-        if FileManager.default.createFile(atPath: tmp, contents: Data(keep.utf8)), rename(tmp, registry) == 0 {} else {
-            unlink(tmp)
-        }
-        return out
     }
 
     static func writeZeros(fd: Int32, bytes: UInt64, file: String) async throws {

@@ -19,6 +19,8 @@ public struct StressDriver: FaultDriver {
     let subtree: AgentSubtree?
     let reserve: UInt64
     let logger: Logger
+    /// io: the worker files' name prefixes, on persistent storage (see `LeftoverRegistry`).
+    let registry: LeftoverRegistry
 
     static let period: Int64 = 100_000
     static let grace: Double = 5
@@ -49,8 +51,12 @@ public struct StressDriver: FaultDriver {
         var tag: String?
     }
 
-    public init(kind: String, mount: String?, controllers: [String], stateDir: String, reserve: UInt64, logger: Logger) {
+    public init(
+        kind: String, mount: String?, controllers: [String], stateDir: String, reserve: UInt64, logger: Logger,
+        registryDir: String? = "/var/lib/chaos-agent"
+    ) {
         self.kind = kind
+        registry = LeftoverRegistry(directory: kind == "io" ? registryDir : nil, name: kind, stateDir: stateDir)
         fs = mount.map { CgroupFS(mount: $0) }
         self.controllers = controllers
         self.reserve = reserve
@@ -72,6 +78,7 @@ public struct StressDriver: FaultDriver {
         self.subtree = subtree
         self.reserve = reserve
         logger = Logger(label: "test")
+        registry = LeftoverRegistry(directory: nil, name: kind, stateDir: "")
     }
 
     var controller: String { kind }
@@ -223,6 +230,7 @@ public struct StressDriver: FaultDriver {
         if let v = plan.ioMax, !SqueezeDriver.same("io.max", (try? fs.read(plan.cgroup, "io.max")) ?? "", v) {
             throw AgentError.failed("io.max of \(plan.cgroup) does not read back as '\(v)'")
         }
+        if let prefix = plan.ioFilePrefix { try registry.append(prefix) }
         let args = WorkerArguments(
             kind: WorkerArguments.Kind(rawValue: kind)!, threads: plan.worker.threads, bytes: plan.worker.bytes,
             path: plan.worker.path, mode: plan.worker.mode, cgroup: fs.directory(plan.cgroup), tag: plan.worker.tag,
@@ -272,23 +280,33 @@ public struct StressDriver: FaultDriver {
         } else if let pid = plan.pid {
             await WorkerSpawner.reap(pid, timeout: .seconds(5))
         }
-        if let path = plan.worker.path, let tag = plan.worker.tag { try Self.removeIOFiles(in: path, tag: tag) }
+        if let prefix = plan.ioFilePrefix { try Self.removeFiles(prefix: prefix) }
     }
 
-    static func removeIOFiles(in path: String, tag: String) throws {
-        let prefix = WorkerArguments.ioFilePrefix + tag + "-"
-        for name in (try? FileManager.default.contentsOfDirectory(atPath: path)) ?? [] where name.hasPrefix(prefix) {
-            if unlink(path + "/" + name) != 0 && errno != ENOENT {
-                throw AgentError.failed("cannot remove \(path)/\(name): \(String(cString: strerror(errno)))")
+    /// Removes every file `<dir>/<name prefix>*` for a prefix `/dir/.chaos-agent-io-lease-...-`; returns their paths.
+    @discardableResult
+    static func removeFiles(prefix: String) throws -> [String] {
+        let dir = (prefix as NSString).deletingLastPathComponent
+        let start = (prefix as NSString).lastPathComponent
+        guard start.hasPrefix(WorkerArguments.ioFilePrefix) else { return [] }
+        var removed: [String] = []
+        for name in ((try? FileManager.default.contentsOfDirectory(atPath: dir)) ?? []).sorted() where name.hasPrefix(start) {
+            if unlink(dir + "/" + name) != 0 && errno != ENOENT {
+                throw AgentError.failed("cannot remove \(dir)/\(name): \(String(cString: strerror(errno)))")
             }
+            removed.append(dir + "/" + name)
         }
+        return removed
     }
 
     /// Lease cgroups in the agent's subtree that no live plan names: killed and removed (a crash lost their journal).
     public func reconcileOrphans(livePlans: [JSONValue]) async -> [String] {
-        guard let fs, let subtree, fs.exists(subtree.base) else { return [] }
-        let live = Set(livePlans.compactMap { try? $0.decode(Plan.self) }.map(\.cgroup))
-        var out: [String] = []
+        let plans = livePlans.compactMap { try? $0.decode(Plan.self) }
+        var out = registry.reconcile(live: Set(plans.compactMap(\.ioFilePrefix))) { prefix in
+            ((try? Self.removeFiles(prefix: prefix)) ?? []).map { "removed orphan io file \($0)" }
+        }
+        guard let fs, let subtree, fs.exists(subtree.base) else { return out }
+        let live = Set(plans.map(\.cgroup))
         for cgroup in subtree.leases(fs) where !live.contains(cgroup) {
             // Every stress kind sees the same subtree; remove each orphan once (whoever gets there first).
             guard fs.exists(cgroup) else { continue }
@@ -315,5 +333,13 @@ extension BlockDevice {
         guard let text = try? String(contentsOfFile: parent + "/dev", encoding: .utf8) else { return nil }
         let d = text.trimmingCharacters(in: .whitespacesAndNewlines)
         return IOMaxLine.isDevice(d) ? d : nil
+    }
+}
+
+extension StressDriver.Plan {
+    /// io: `<path>/.chaos-agent-io-<tag>-`, what every worker file's path starts with.
+    var ioFilePrefix: String? {
+        guard let path = worker.path, let tag = worker.tag else { return nil }
+        return path + "/" + WorkerArguments.ioFilePrefix + tag + "-"
     }
 }

@@ -2,6 +2,7 @@ import AgentAPI
 import AgentCore
 import Cgroups
 import Foundation
+import Logging
 import Processes
 import Testing
 
@@ -133,7 +134,8 @@ func status(_ body: () throws -> Void) -> (Int, String?)? {
     }
 }
 
-@Suite struct DiskFillTests {
+/// Serialized: the refusal checks compute sizes from the free space of /tmp, which the fill test changes.
+@Suite(.serialized) struct DiskFillTests {
     func tempDir() throws -> String {
         let dir = FileManager.default.temporaryDirectory.appendingPathComponent("fill-\(UUID().uuidString)").path
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
@@ -293,6 +295,30 @@ func status(_ body: () throws -> Void) -> (Int, String?)? {
         #expect(removed == ["removed orphan cgroup \(fs.directory(subtree.lease("orphan")))"])
         #expect(fs.exists(subtree.lease("live")))
         #expect(fs.exists(subtree.base + "/not-ours"))
+    }
+
+    @Test func orphanIOFilesAreRemovedThroughTheRegistry() async throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("io-\(UUID().uuidString)").path
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        let d = StressDriver(
+            kind: "io", mount: nil, controllers: [], stateDir: dir, reserve: 0, logger: Logger(label: "t"),
+            registryDir: dir + "/lib")
+        var live = StressDriver.Plan(
+            mount: "/x", cgroup: "/x/lease-live", deadline: 0,
+            worker: .init(threads: 2, bytes: 1, path: dir, mode: "write", tag: "lease-live"))
+        var lost = live
+        lost.worker.tag = "lease-lost"
+        for plan in [live, lost] {
+            try d.registry.append(plan.ioFilePrefix!)
+            for i in 0..<2 { _ = FileManager.default.createFile(atPath: plan.ioFilePrefix! + "\(i)", contents: Data()) }
+        }
+        let removed = await d.reconcileOrphans(livePlans: [try JSONValue.from(live)])
+        #expect(removed == ["removed orphan io file \(lost.ioFilePrefix!)0", "removed orphan io file \(lost.ioFilePrefix!)1"])
+        let left = try FileManager.default.contentsOfDirectory(atPath: dir).filter { $0.hasPrefix(".chaos-agent-io-") }.sorted()
+        #expect(left == [".chaos-agent-io-lease-live-0", ".chaos-agent-io-lease-live-1"])
+        live.worker.tag = "lease-live"
+        #expect(await d.reconcileOrphans(livePlans: []).count == 2)
+        #expect(!FileManager.default.fileExists(atPath: d.registry.path!))
     }
 
     @Test func diskOfPartition() throws {
