@@ -3,21 +3,6 @@ import AgentCore
 import Logging
 import Processes
 
-/// A kind the interface names but this release does not implement yet: always listed as unavailable, with why.
-struct PlannedKindDriver: FaultDriver {
-    let kind: String
-    let release: String
-
-    func availability() -> KindAvailability {
-        KindAvailability(kind: kind, available: false, reason: "not implemented in this version of the agent (arrives with \(release))")
-    }
-    func prepare(spec: JSONValue, context: FaultContext) throws -> PreparedFault {
-        throw AgentError.unsupported(availability().reason!)
-    }
-    func apply(plan: JSONValue) async throws -> PreparedFault? { nil }
-    func revert(plan: JSONValue) async throws {}
-}
-
 /// Every fault kind this agent knows, wired to the host.
 public enum FaultCatalog {
     public static func standard(

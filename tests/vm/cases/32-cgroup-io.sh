@@ -21,48 +21,43 @@ log "loop disk $dev ($majmin) mounted at $mnt"
 
 start_agent
 
-rate=$((4 << 20))
-id=$(ctl inject io --path "$mnt" --write-rate 4MiB/s --ttl 60s) || fail "inject io exited $?"
-f=$(ctl --json get "$id")
-cg=$(jq -r .target.cgroup <<<"$f")
-wpid=$(jq -r .target.pid <<<"$f")
-log "io fault $id: cgroup $cg, worker $wpid, io.max: $(cat "/sys/fs/cgroup$cg/io.max")"
-grep -q "^$majmin .*wbps=$rate" "/sys/fs/cgroup$cg/io.max" || fail "io.max of $cg: $(cat "/sys/fs/cgroup$cg/io.max")"
-wbytes() { awk -v d="$majmin" '$1 == d { for (i = 2; i <= NF; i++) if ($i ~ /^wbytes=/) { sub(/wbytes=/, "", $i); print $i } }' "/sys/fs/cgroup$cg/io.stat"; }
-wait_for '[ -n "$(wbytes)" ]' 10 || fail "no writes on $majmin in $cg: $(cat "/sys/fs/cgroup$cg/io.stat")"
-sleep 1
-b0=$(wbytes); t0=$EPOCHREALTIME
-sleep 5
-b1=$(wbytes); t1=$EPOCHREALTIME
-got=$(awk -v a="$b0" -v b="$b1" -v s="$t0" -v e="$t1" 'BEGIN { printf "%.0f", (b - a) / (e - s) }')
-log "write rate $got B/s over 5 s (target $rate): $(awk -v g="$got" -v r="$rate" 'BEGIN { printf "%.1f%%", 100 * g / r }')"
-awk -v g="$got" -v r="$rate" 'BEGIN { d = g / r - 1; if (d < 0) d = -d; exit !(d <= 0.15) }' ||
-  fail "write rate $got B/s not within 15 % of $rate"
-files=$(ls -A "$mnt" | grep -c '^\.chaos-agent-io-' || true)
-assert_ge "$files" 1 "worker files in $mnt"
-ctl revert "$id" >/dev/null || fail "revert $id"
-wait_for "! kill -0 $wpid 2>/dev/null" 5 || fail "io worker $wpid still exists after revert"
-[ ! -d "/sys/fs/cgroup$cg" ] || fail "cgroup $cg still there after revert"
-assert_eq 0 "$(ls -A "$mnt" | grep -c '^\.chaos-agent-io-' || true)" "worker files left in $mnt"
+# iobytes KEY - wbytes= or rbytes= of the loop disk in the lease cgroup's io.stat.
+iobytes() {
+  awk -v d="$majmin" -v k="$1=" '$1 == d { for (i = 2; i <= NF; i++) if (index($i, k) == 1) print substr($i, length(k) + 1) }' \
+    "/sys/fs/cgroup$cg/io.stat"
+}
+workerfiles() { ls -A "$mnt" | grep -c '^\.chaos-agent-io-' || true; }
 
-# Reads: the reader lays its file down once (unthrottled writes), then reads it with O_DIRECT under rbps.
-id=$(ctl inject io --path "$mnt" --read-rate 3MiB/s --ttl 60s) || fail "inject io --read-rate exited $?"
-f=$(ctl --json get "$id")
-cg=$(jq -r .target.cgroup <<<"$f")
-rrate=$((3 << 20))
-grep -q "^$majmin .*rbps=$rrate" "/sys/fs/cgroup$cg/io.max" || fail "io.max of $cg: $(cat "/sys/fs/cgroup$cg/io.max")"
-rbytes() { awk -v d="$majmin" '$1 == d { for (i = 2; i <= NF; i++) if ($i ~ /^rbytes=/) { sub(/rbytes=/, "", $i); print $i } }' "/sys/fs/cgroup$cg/io.stat"; }
-wait_for '[ "$(rbytes)" -gt 0 ] 2>/dev/null' 30 || fail "no reads on $majmin in $cg: $(cat "/sys/fs/cgroup$cg/io.stat")"
-sleep 1
-b0=$(rbytes); t0=$EPOCHREALTIME
-sleep 5
-b1=$(rbytes); t1=$EPOCHREALTIME
-got=$(awk -v a="$b0" -v b="$b1" -v s="$t0" -v e="$t1" 'BEGIN { printf "%.0f", (b - a) / (e - s) }')
-log "read rate $got B/s over 5 s (target $rrate): $(awk -v g="$got" -v r="$rrate" 'BEGIN { printf "%.1f%%", 100 * g / r }')"
-awk -v g="$got" -v r="$rrate" 'BEGIN { d = g / r - 1; if (d < 0) d = -d; exit !(d <= 0.15) }' ||
-  fail "read rate $got B/s not within 15 % of $rrate"
-ctl revert "$id" >/dev/null || fail "revert $id"
-assert_eq 0 "$(ls -A "$mnt" | grep -c '^\.chaos-agent-io-' || true)" "reader files left in $mnt"
+# stress_io FLAG KEY - injects `io --FLAG 4MiB/s` (writes) or 3MiB/s (reads), checks io.max, measures the rate of KEY
+# from io.stat over 5 s (+-15 %), reverts and checks that no worker, cgroup or file is left.
+stress_io() {
+  local flag=$1 key=$2 mib=$3 rate id f wpid b0 b1 t0 t1 got
+  rate=$((mib << 20))
+  id=$(ctl inject io --path "$mnt" "--$flag" "${mib}MiB/s" --ttl 60s) || fail "inject io --$flag exited $?"
+  f=$(ctl --json get "$id")
+  cg=$(jq -r .target.cgroup <<<"$f")
+  wpid=$(jq -r .target.pid <<<"$f")
+  log "io --$flag: fault $id, cgroup $cg, worker $wpid, io.max: $(cat "/sys/fs/cgroup$cg/io.max")"
+  grep -q "^$majmin .*${key:0:1}bps=$rate" "/sys/fs/cgroup$cg/io.max" || fail "io.max of $cg: $(cat "/sys/fs/cgroup$cg/io.max")"
+  # A reader first lays its file down (unthrottled writes), then reads it with O_DIRECT under rbps.
+  wait_for '[ "$(iobytes '"$key"')" -gt 0 ] 2>/dev/null' 30 || fail "no $key on $majmin in $cg: $(cat "/sys/fs/cgroup$cg/io.stat")"
+  sleep 1
+  b0=$(iobytes "$key"); t0=$EPOCHREALTIME
+  sleep 5
+  b1=$(iobytes "$key"); t1=$EPOCHREALTIME
+  got=$(awk -v a="$b0" -v b="$b1" -v s="$t0" -v e="$t1" 'BEGIN { printf "%.0f", (b - a) / (e - s) }')
+  log "$key rate $got B/s over 5 s (target $rate): $(awk -v g="$got" -v r="$rate" 'BEGIN { printf "%.1f%%", 100 * g / r }')"
+  awk -v g="$got" -v r="$rate" 'BEGIN { d = g / r - 1; if (d < 0) d = -d; exit !(d <= 0.15) }' ||
+    fail "$key rate $got B/s not within 15 % of $rate"
+  assert_ge "$(workerfiles)" 1 "worker files in $mnt"
+  ctl revert "$id" >/dev/null || fail "revert $id"
+  wait_for "! kill -0 $wpid 2>/dev/null" 5 || fail "io worker $wpid still exists after revert"
+  [ ! -d "/sys/fs/cgroup$cg" ] || fail "cgroup $cg still there after revert"
+  assert_eq 0 "$(workerfiles)" "worker files left in $mnt"
+}
+
+stress_io write-rate wbytes 4
+stress_io read-rate rbytes 3
 
 set +e
 out=$(ctl inject io --path /dev/shm --write-rate 1MiB/s --ttl 10s 2>&1); rc=$?
