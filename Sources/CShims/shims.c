@@ -56,6 +56,9 @@ long cshim_getxattr(const char *path, const char *name, void *buf, unsigned long
 #ifndef SYS_clone3
 #define SYS_clone3 435
 #endif
+#ifndef SYS_close_range
+#define SYS_close_range 436
+#endif
 #ifndef CLONE_INTO_CGROUP
 #define CLONE_INTO_CGROUP 0x200000000ULL
 #endif
@@ -90,6 +93,10 @@ static void child_exec(const char *path, char *const argv[], pid_t parent) {
     prctl(PR_SET_PDEATHSIG, SIGKILL);
     if (getppid() != parent) _exit(70); /* the parent died before PDEATHSIG was armed */
     child_drop_caps();
+    /* Nothing of the agent's (sockets, journal, lock) reaches the worker, even an fd someone forgot to mark CLOEXEC. */
+    if (syscall(SYS_close_range, 3U, ~0U, 0U) != 0) {
+        for (int fd = 3; fd < 4096; fd++) close(fd);
+    }
     execv(path, argv);
     _exit(127);
 }

@@ -355,6 +355,12 @@ extension ProcessFaultTests {
         let fs = CgroupFS(mount: SpawnTests.mount!)
         let cg = "/chaos-spawn-test-\(getpid())"
         try fs.create(cg)
+        // An fd someone forgot to mark close-on-exec must not reach the worker.
+        let leaky = open("/tmp/chaos-spawn-test-\(getpid()).leak", O_RDWR | O_CREAT, 0o600)
+        defer {
+            close(leaky)
+            unlink("/tmp/chaos-spawn-test-\(getpid()).leak")
+        }
         let args = WorkerArguments(kind: .cpu, threads: 1, deadline: Date().timeIntervalSince1970 + 1.5)
         let w = try await WorkerSpawner.shared.spawn(executable: SpawnTests.agentd, argv: args.argv, cgroupDir: fs.directory(cg))
         #expect(fs.procs(cg) == [w.pid])
@@ -371,6 +377,10 @@ extension ProcessFaultTests {
             #expect(line?.hasSuffix("0000000000000000") == true, "\(line ?? "no \(key)")")
         }
         #expect(status.contains("NoNewPrivs:\t1"))
+        // Only stdin, stdout and stderr (plus what the runtime opened itself, e.g. an eventfd) - none of ours.
+        let fds = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(w.pid)/fd")) ?? []
+        let targets = fds.compactMap { try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/\(w.pid)/fd/\($0)") }
+        #expect(!targets.contains { $0.hasPrefix("/") && !$0.hasPrefix("/dev/") }, "\(targets)")
         #expect(try String(contentsOfFile: "/proc/\(w.pid)/oom_score_adj", encoding: .utf8) == "1000\n")
         // It ends by itself at its deadline.
         var exited = false

@@ -23,7 +23,7 @@ long cshim_getxattr(const char *path, const char *name, void *buf, unsigned long
 /// child writes itself into `procs_fd` (that cgroup's cgroup.procs, opened O_WRONLY) before exec. In the child, the
 /// signal mask and dispositions are reset, PR_SET_PDEATHSIG(SIGKILL) is set, so it dies with the thread that
 /// started it, and the bounding/ambient/inheritable capability sets are emptied with no_new_privs, so the program it
-/// executes has no capability even as uid 0. Returns the pid or -1 with errno set; `*used_clone3` tells which way was taken.
+/// executes has no capability even as uid 0; every fd above 2 is closed before exec. Returns the pid or -1 with errno set; `*used_clone3` tells which way was taken.
 pid_t cshim_spawn_in_cgroup(const char *path, char *const argv[], int cgroup_fd, int procs_fd, int *used_clone3);
 /// fallocate(2) mode 0 (allocate, extend the size); 0 or -1 with errno set.
 int cshim_fallocate(int fd, long long offset, long long length);
