@@ -168,6 +168,7 @@ public struct DiskFillDriver: FaultDriver {
         if unlink(plan.file) != 0 && errno != ENOENT {
             throw AgentError.failed("cannot remove \(plan.file): \(String(cString: strerror(errno)))")
         }
+        registry.remove(plan.file)
     }
 
     static func show(_ n: UInt64) -> String {

@@ -280,7 +280,10 @@ public struct StressDriver: FaultDriver {
         } else if let pid = plan.pid {
             await WorkerSpawner.reap(pid, timeout: .seconds(5))
         }
-        if let prefix = plan.ioFilePrefix { try Self.removeFiles(prefix: prefix) }
+        if let prefix = plan.ioFilePrefix {
+            try Self.removeFiles(prefix: prefix)
+            registry.remove(prefix)
+        }
     }
 
     /// Removes every file `<dir>/<name prefix>*` for a prefix `/dir/.chaos-agent-io-lease-...-`; returns their paths.

@@ -157,6 +157,8 @@ func status(_ body: () throws -> Void) -> (Int, String?)? {
         #expect(file.hasPrefix(dir + "/.chaos-agent-fill-"))
         try await d.revert(plan: p.plan)
         #expect(!FileManager.default.fileExists(atPath: file))
+        // The registry named only that file: it is gone with it.
+        #expect(try FileManager.default.contentsOfDirectory(atPath: registryDir).isEmpty)
         try await d.revert(plan: p.plan)
     }
 
@@ -319,6 +321,23 @@ func status(_ body: () throws -> Void) -> (Int, String?)? {
         live.worker.tag = "lease-live"
         #expect(await d.reconcileOrphans(livePlans: []).count == 2)
         #expect(!FileManager.default.fileExists(atPath: d.registry.path!))
+    }
+
+    @Test func registryKeepsEveryEntryUnderConcurrentAppendsAndRemovals() async throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("reg-\(UUID().uuidString)").path
+        let r = LeftoverRegistry(directory: dir, name: "t", stateDir: dir)
+        await withTaskGroup(of: Void.self) { group in
+            for i in 0..<200 {
+                group.addTask {
+                    try? r.append("/x/\(i)")
+                    if i % 2 == 0 { r.remove("/x/\(i)") }
+                }
+            }
+        }
+        let text = try String(contentsOfFile: r.path!, encoding: .utf8)
+        #expect(Set(text.split(separator: "\n").map(String.init)) == Set((0..<200).filter { $0 % 2 == 1 }.map { "/x/\($0)" }))
+        for i in 0..<200 where i % 2 == 1 { r.remove("/x/\(i)") }
+        #expect(!FileManager.default.fileExists(atPath: r.path!))
     }
 
     @Test func diskOfPartition() throws {
