@@ -35,6 +35,8 @@ let package = Package(
         // OS layer: knows nothing about leases.
         .target(name: "Processes", dependencies: ["CShims"], swiftSettings: upcoming),
         .target(name: "SystemdNotify", swiftSettings: upcoming),
+        // cgroup v2: interface files, the agent's own subtree, lease cgroups (mount injectable for tests).
+        .target(name: "Cgroups", dependencies: ["CShims"], swiftSettings: upcoming),
 
         // rtnetlink over libmnl: links, qdiscs (netem, tbf, prio, clsact), filters (u32, flower, mirred), namespaces.
         .target(name: "Netlink", dependencies: ["CMNL", "CShims"], swiftSettings: upcoming),
@@ -56,7 +58,7 @@ let package = Package(
         // One file per fault kind.
         .target(
             name: "Faults",
-            dependencies: ["AgentCore", "AgentAPI", "Processes", "Netlink", "CCap", "CMNL", "CShims", .product(name: "Logging", package: "swift-log")],
+            dependencies: ["AgentCore", "AgentAPI", "Processes", "Cgroups", "Netlink", "CCap", "CMNL", "CShims", .product(name: "Logging", package: "swift-log")],
             swiftSettings: upcoming),
 
         // HTTP/1.1 + JSON over the Unix socket (SwiftNIO), peer-credential auth, routes.
@@ -112,7 +114,8 @@ let package = Package(
 
         .testTarget(name: "AgentCoreTests", dependencies: ["AgentCore", "AgentAPI"], swiftSettings: upcoming),
         .testTarget(name: "ProcessesTests", dependencies: ["Processes"], swiftSettings: upcoming),
-        .testTarget(name: "FaultsTests", dependencies: ["Faults", "AgentCore", "AgentAPI", "Processes"], swiftSettings: upcoming),
+        .testTarget(name: "FaultsTests", dependencies: ["Faults", "AgentCore", "AgentAPI", "Processes", "Cgroups"], swiftSettings: upcoming),
+        .testTarget(name: "CgroupsTests", dependencies: ["Cgroups"], swiftSettings: upcoming),
         .testTarget(
             name: "AgentServerTests",
             dependencies: [

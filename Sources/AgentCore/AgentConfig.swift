@@ -21,6 +21,8 @@ public struct AgentConfig: Sendable, Equatable {
     public var remote: RemoteConfig?
     /// `[metrics] listen`: an optional plain-HTTP listener serving only `GET /metrics` (and `/healthz`).
     public var metricsListen: ListenAddress?
+    /// Free space a `disk-fill` must leave on its file system, and memory a `memory` fault must leave available.
+    public var resourceReserve: UInt64 = 64 << 20
 
     public init() {}
 
@@ -78,7 +80,7 @@ public struct AgentConfig: Sendable, Equatable {
             }
         }
         if let policy = try section(table, "policy", source) {
-            try checkKeys(policy, allowed: ["max-ttl", "protected-processes"], section: "policy", source: source)
+            try checkKeys(policy, allowed: ["max-ttl", "protected-processes", "resource-reserve"], section: "policy", source: source)
             if let v = try string(policy, "max-ttl", "policy", source) {
                 guard let d = Units.parseDuration(v), d >= .seconds(1) else {
                     throw ConfigError("\(source): [policy] max-ttl '\(v)' is not a duration of at least 1s (e.g. \"1h\")")
@@ -97,6 +99,12 @@ public struct AgentConfig: Sendable, Equatable {
                     names.append(s)
                 }
                 c.protectedProcesses = names
+            }
+            if let v = try string(policy, "resource-reserve", "policy", source) {
+                guard let n = Units.parseSize(v) else {
+                    throw ConfigError("\(source): [policy] resource-reserve '\(v)' is not a size (e.g. \"64MiB\", \"1GiB\")")
+                }
+                c.resourceReserve = n
             }
         }
         if let network = try section(table, "network", source) {

@@ -12,14 +12,19 @@ public struct FaultContext: Sendable {
     /// Plans of this kind's faults that are not over yet (fault id -> plan), filled in by the engine before
     /// `prepare`, so a driver can share host objects between faults (several network faults on one interface).
     public var livePlans: [String: JSONValue]
+    /// The lease's TTL, filled in by the engine: drivers whose helpers must also end by themselves (stress workers)
+    /// give them a deadline from it.
+    public var ttl: Duration?
 
     public init(
-        owner: String, callerPID: Int32? = nil, heldClaims: [String: String] = [:], livePlans: [String: JSONValue] = [:]
+        owner: String, callerPID: Int32? = nil, heldClaims: [String: String] = [:], livePlans: [String: JSONValue] = [:],
+        ttl: Duration? = nil
     ) {
         self.owner = owner
         self.callerPID = callerPID
         self.heldClaims = heldClaims
         self.livePlans = livePlans
+        self.ttl = ttl
     }
 }
 

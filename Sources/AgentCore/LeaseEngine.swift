@@ -252,6 +252,7 @@ public actor LeaseEngine {
         context.heldClaims = claimHolders
         context.livePlans = Dictionary(
             uniqueKeysWithValues: leases.values.filter { $0.kind == request.kind && !$0.state.isFinal }.map { ($0.id, $0.plan) })
+        context.ttl = ttl
         let started = ContinuousClock.now
         let prepared = try driver.prepare(spec: request.spec, context: context)
         let preparedAt = ContinuousClock.now

@@ -17,9 +17,15 @@ struct InjectCommand: AsyncParsableCommand {
               chaos-agentctl inject pause --name '^nginx' --ttl 30s --wait
               chaos-agentctl inject pause --name '^nginx' --ttl 10m --heartbeat 10s   # then: POST .../heartbeat
               chaos-agentctl inject kill --pid 4242 --signal TERM --ttl 1m --label team=db
+              chaos-agentctl inject pause --unit nginx.service --ttl 30s
+              chaos-agentctl inject disk-fill --path /var/log --leave-free 100MiB --ttl 10m
+              chaos-agentctl inject squeeze --unit postgresql.service --cpu-max 20% --memory-high 256MiB --ttl 5m
               ID=$(chaos-agentctl inject pause --pid 4242 --ttl 5m); chaos-agentctl get $ID
             """,
-        subcommands: [InjectPause.self, InjectKill.self, InjectNetwork.self]
+        subcommands: [
+            InjectPause.self, InjectKill.self, InjectNetwork.self, InjectCPU.self, InjectMemory.self, InjectIO.self,
+            InjectDiskFill.self, InjectSqueeze.self,
+        ]
     )
 }
 
@@ -90,7 +96,7 @@ struct InjectOptions: ParsableArguments {
     }
 }
 
-/// Choosing processes: exactly one of `--pid` or `--name` (more selectors, `--cgroup` and `--unit`, come later).
+/// Choosing processes: exactly one of `--pid`, `--name`, `--cgroup` or `--unit`.
 struct ProcessSelector: ParsableArguments {
     @Option(name: .long, help: ArgumentHelp("Target the process with this PID.", valueName: "pid"))
     var pid: Int32?
@@ -101,10 +107,15 @@ struct ProcessSelector: ParsableArguments {
             "Target every process whose name or command line matches this regular expression.", valueName: "regex"))
     var name: String?
 
+    /// `--cgroup PATH` / `--unit NAME`: every process in that cgroup.
+    @OptionGroup var cgroupTarget: CgroupSelector
+
     func validate() throws {
+        let given = [pid != nil, name != nil, cgroupTarget.cgroup != nil, cgroupTarget.unit != nil].filter { $0 }.count
+        if given > 1 { throw ValidationError("give only one of --pid, --name, --cgroup and --unit") }
+        if given == 1 && pid == nil && name == nil { return }
         switch (pid, name) {
-        case (nil, nil): throw ValidationError("choose the target: --pid PID or --name REGEX")
-        case (.some, .some): throw ValidationError("give only one of --pid and --name")
+        case (nil, nil): throw ValidationError("choose the target: --pid PID, --name REGEX, --cgroup PATH or --unit NAME")
         case (.some(let p), nil) where p <= 0: throw ValidationError("--pid must be a positive process id (got \(p))")
         case (nil, .some(let n)) where n.isEmpty: throw ValidationError("--name must not be empty")
         case (nil, .some(let n)):
@@ -118,7 +129,7 @@ struct ProcessSelector: ParsableArguments {
     var spec: [String: JSONValue] {
         if let pid { return ["pid": .number(Double(pid))] }
         if let name { return ["name": .string(name)] }
-        return [:]
+        return cgroupTarget.spec
     }
 }
 
@@ -149,10 +160,15 @@ struct InjectPause: InjectKind {
             Only the processes this fault stopped are resumed: one that was already stopped is left alone \
             (listed as skipped). PID 1, the agent, its callers, kernel threads and protected processes are refused.
 
+            With --cgroup or --unit the whole cgroup is frozen (cgroup.freeze; the agent waits for "frozen 1" in \
+            cgroup.events) and thawed at the end: processes forked meanwhile are frozen too. Refused when the \
+            cgroup holds a protected process or the agent itself.
+
             EXAMPLES
               chaos-agentctl inject pause --name '^nginx' --ttl 30s --wait
               chaos-agentctl inject pause --pid 4242 --ttl 5m --label ticket=OPS-12
               chaos-agentctl inject pause --name 'worker --queue=mail' --ttl 1m --json
+              chaos-agentctl inject pause --unit nginx.service --ttl 30s
             """
     )
     static let kind = "pause"
@@ -170,12 +186,15 @@ struct InjectKill: InjectKind {
         abstract: "Send a signal (default KILL) to processes, once or every --repeat interval until the TTL ends.",
         discussion: """
             Nothing is undone at the end: a killed process stays dead. With --repeat, matching processes that \
-            appear during the TTL are killed too (a crash loop), and the killing stops when the fault ends.
+            appear during the TTL are killed too (a crash loop), and the killing stops when the fault ends. \
+            With --cgroup or --unit every process in the cgroup is signalled; SIGKILL goes through cgroup.kill \
+            (safe against concurrent forks) unless the cgroup holds a protected process, which is then spared.
 
             EXAMPLES
               chaos-agentctl inject kill --pid 4242 --ttl 10s
               chaos-agentctl inject kill --name '^worker' --signal TERM --ttl 1m
               chaos-agentctl inject kill --name '^worker' --repeat 5s --ttl 2m --wait
+              chaos-agentctl inject kill --unit batch.service --ttl 10s
             """
     )
     static let kind = "kill"

@@ -1,6 +1,7 @@
 import AgentAPI
 import AgentCore
 import ArgumentParser
+import Faults
 import Foundation
 import Logging
 
@@ -22,7 +23,7 @@ public struct AgentDaemonCommand: AsyncParsableCommand {
             Configuration: /etc/chaos-agent/agent.toml (see etc/agent.toml.example); flags override it.
             """,
         version: agentVersion,
-        subcommands: [Run.self, Reap.self],
+        subcommands: [Run.self, Reap.self, Worker.self],
         defaultSubcommand: Run.self)
 
     public init() {}
@@ -149,7 +150,11 @@ struct Reap: AsyncParsableCommand {
     }
 
     static func summary(_ f: FaultObject) -> String {
-        guard case .object(let o) = f.target, case .array(let procs)? = o["processes"] else { return "-" }
+        guard case .object(let o) = f.target else { return "-" }
+        // Resource faults: the cgroup or file they acted on.
+        for key in ["cgroup", "file"] { if let v = o[key]?.stringValue { return "\(key) \(v)" } }
+        if let v = o["freeze"]?["cgroup"]?.stringValue { return "cgroup \(v) (frozen)" }
+        guard case .array(let procs)? = o["processes"] else { return "-" }
         return procs.compactMap { p -> String? in
             guard let pid = p["pid"]?.numberValue else { return nil }
             return "pid \(Int(pid))" + (p["comm"]?.stringValue.map { " (\($0))" } ?? "")
@@ -164,6 +169,34 @@ struct CleanFailure: Error, CustomStringConvertible {
 }
 
 /// Entry point for the executable.
+/// `chaos-agentd worker KIND ...`: a stress worker (cpu, memory, io). Not for people: the daemon starts it inside a
+/// lease cgroup with the arguments `WorkerArguments.argv` writes.
+struct Worker: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "A stress worker started by the daemon inside a lease cgroup (internal).", shouldDisplay: false)
+
+    @Argument var kind: String
+    @Option var threads: Int = 1
+    @Option var bytes: UInt64 = 0
+    @Option var path: String?
+    @Option var mode: String?
+    @Option var cgroup: String?
+    @Option var tag: String?
+    @Option var deadline: Double
+
+    func validate() throws {
+        guard WorkerArguments.Kind(rawValue: kind) != nil else { throw ValidationError("unknown worker kind '\(kind)'") }
+        guard (1...4096).contains(threads) else { throw ValidationError("--threads must be 1...4096") }
+    }
+
+    func run() throws {
+        ResourceWorker.run(
+            WorkerArguments(
+                kind: WorkerArguments.Kind(rawValue: kind)!, threads: threads, bytes: bytes, path: path, mode: mode,
+                cgroup: cgroup, tag: tag, deadline: deadline))
+    }
+}
+
 public enum DaemonMain {
     public static func main() async {
         do {

@@ -27,12 +27,16 @@ public final class Daemon: Sendable {
         self.logger = logger
         lock = try StateDirLock(directory: config.stateDir)
         host = HostProbe.probe()
+        // Under memory pressure the OOM killer takes stress workers (+1000) long before the agent, which must live
+        // to revert every fault.
+        try? "-900".write(toFile: "/proc/self/oom_score_adj", atomically: false, encoding: .utf8)
         let journal = try Journal(directory: config.stateDir)
         let drivers = FaultCatalog.standard(
             protectedProcesses: config.protectedProcesses, host: host, logger: logger,
             networkClassifier: config.networkClassifier,
             // The agent's own remote listener joins SSH in the default exclusions: no fault cuts the agent off.
-            agentPorts: config.remote.map { [UInt16($0.listen.port)] } ?? [])
+            agentPorts: config.remote.map { [UInt16($0.listen.port)] } ?? [],
+            resourceReserve: config.resourceReserve, stateDir: config.stateDir)
         engine = LeaseEngine(
             drivers: drivers, journal: journal, policy: LeasePolicy(maxTTL: config.maxTTL), clock: clock, logger: logger)
     }

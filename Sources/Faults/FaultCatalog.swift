@@ -3,26 +3,11 @@ import AgentCore
 import Logging
 import Processes
 
-/// A kind the interface names but this release does not implement yet: always listed as unavailable, with why.
-struct PlannedKindDriver: FaultDriver {
-    let kind: String
-    let release: String
-
-    func availability() -> KindAvailability {
-        KindAvailability(kind: kind, available: false, reason: "not implemented in this version of the agent (arrives with \(release))")
-    }
-    func prepare(spec: JSONValue, context: FaultContext) throws -> PreparedFault {
-        throw AgentError.unsupported(availability().reason!)
-    }
-    func apply(plan: JSONValue) async throws -> PreparedFault? { nil }
-    func revert(plan: JSONValue) async throws {}
-}
-
 /// Every fault kind this agent knows, wired to the host.
 public enum FaultCatalog {
     public static func standard(
         protectedProcesses: [String], host: HostFacts, logger: Logger, networkClassifier: String = "auto",
-        agentPorts: [UInt16] = []
+        agentPorts: [UInt16] = [], resourceReserve: UInt64 = 64 << 20, stateDir: String = "/run/chaos-agent"
     ) -> [any FaultDriver] {
         let procfs = ProcFS()
         let processGuard = ProcessGuard(procfs: procfs, protectedNames: protectedProcesses)
@@ -30,11 +15,13 @@ public enum FaultCatalog {
             PauseDriver(procfs: procfs, processGuard: processGuard, host: host),
             KillDriver(procfs: procfs, processGuard: processGuard, host: host, logger: logger),
             NetworkDriver(host: host, logger: logger, classifier: networkClassifier, agentPorts: agentPorts),
-            PlannedKindDriver(kind: "cpu", release: "the cgroup v2 release"),
-            PlannedKindDriver(kind: "memory", release: "the cgroup v2 release"),
-            PlannedKindDriver(kind: "io", release: "the cgroup v2 release"),
-            PlannedKindDriver(kind: "disk-fill", release: "the cgroup v2 release"),
-            PlannedKindDriver(kind: "squeeze", release: "the cgroup v2 release"),
+        ] + ["cpu", "memory", "io"].map { kind in
+            StressDriver(
+                kind: kind, mount: host.cgroup2Mount, controllers: host.cgroupControllers, stateDir: stateDir,
+                reserve: resourceReserve, logger: logger)
+        } + [
+            DiskFillDriver(reserve: resourceReserve, stateDir: stateDir),
+            SqueezeDriver(mount: host.cgroup2Mount, controllers: host.cgroupControllers),
         ]
     }
 }

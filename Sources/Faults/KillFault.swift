@@ -1,5 +1,6 @@
 import AgentAPI
 import AgentCore
+import Cgroups
 import Foundation
 import Logging
 import Processes
@@ -9,6 +10,7 @@ import Processes
 public struct KillDriver: FaultDriver {
     public let kind = "kill"
     let targeting: ProcessTargeting
+    let cgroups: CgroupTargeting
     let signaller: ProcessSignaller
     let host: HostFacts
     let logger: Logger
@@ -22,6 +24,11 @@ public struct KillDriver: FaultDriver {
         var pid: Int32?
         var name: String?
         var repeatSeconds: Double?
+        /// With `cgroup`/`unit`: the cgroup (relative to `mount`) whose processes are signalled.
+        var mount: String?
+        var cgroup: String?
+        /// SIGKILL to a cgroup holding no protected process: one write to cgroup.kill (safe against forks).
+        var cgroupKill: Bool?
         var callerLineage: [Int32]
         var processes: [ProcessRef]
         var skipped: [SkippedProcess]
@@ -36,6 +43,7 @@ public struct KillDriver: FaultDriver {
 
     public init(procfs: ProcFS = ProcFS(), processGuard: ProcessGuard, host: HostFacts, logger: Logger) {
         targeting = ProcessTargeting(procfs: procfs, processGuard: processGuard)
+        cgroups = CgroupTargeting(mount: host.cgroup2Mount)
         signaller = ProcessSignaller(procfs: procfs)
         self.host = host
         self.logger = logger
@@ -45,7 +53,6 @@ public struct KillDriver: FaultDriver {
 
     public func prepare(spec: JSONValue, context: FaultContext) throws -> PreparedFault {
         let reader = try SpecReader(spec, kind: kind, allowed: ProcessTargeting.selectorKeys.union(["signal", "repeat"]))
-        let selector = try targeting.selector(from: reader)
         var signal = SIGKILL
         if let v = reader.object["signal"], v != .null {
             let text: String
@@ -66,20 +73,69 @@ public struct KillDriver: FaultDriver {
         }
         let repeatEvery = try reader.duration("repeat", atLeast: .milliseconds(100))
         let lineage = targeting.processGuard.lineage(of: context.callerPID)
-        let (selected, skipped) = try targeting.resolve(selector, callerLineage: lineage)
         var plan = Plan(
             signal: signal, signalName: ProcessSignaller.name(of: signal), pid: nil, name: nil,
-            repeatSeconds: repeatEvery?.seconds, callerLineage: lineage.sorted(), processes: selected.map(ProcessRef.init),
-            skipped: skipped)
-        switch selector {
-        case .pid(let p): plan.pid = p
-        case .name(let n): plan.name = n
+            repeatSeconds: repeatEvery?.seconds, callerLineage: lineage.sorted(), processes: [], skipped: [])
+        if CgroupTargeting.keys.contains(try ProcessTargeting.selectorKey(reader)) {
+            let (fs, cgroup) = try cgroups.resolve(reader)
+            let (selected, skipped) = cgroupMembers(fs, cgroup, lineage: lineage)
+            guard !selected.isEmpty else {
+                throw AgentError.refused(
+                    skipped.isEmpty
+                        ? "\(cgroup) holds no process" : "every process in \(cgroup) is protected: "
+                            + skipped.prefix(5).map { "\($0.pid) (\($0.comm)): \($0.reason)" }.joined(separator: "; "),
+                    field: reader.has("cgroup") ? "spec.cgroup" : "spec.unit")
+            }
+            plan.mount = fs.mount
+            plan.cgroup = cgroup
+            plan.cgroupKill = signal == SIGKILL && skipped.isEmpty
+            plan.processes = selected.map(ProcessRef.init)
+            plan.skipped = skipped
+        } else {
+            let selector = try targeting.selector(from: reader)
+            let (selected, skipped) = try targeting.resolve(selector, callerLineage: lineage)
+            plan.processes = selected.map(ProcessRef.init)
+            plan.skipped = skipped
+            switch selector {
+            case .pid(let p): plan.pid = p
+            case .name(let n): plan.name = n
+            }
         }
         return PreparedFault(target: try JSONValue.from(target(plan)), plan: try JSONValue.from(plan), claims: [])
     }
 
+    /// Processes in a cgroup's subtree the agent may signal, and the protected ones it leaves alone.
+    func cgroupMembers(_ fs: CgroupFS, _ cgroup: String, lineage: Set<Int32>) -> ([HostProcess], [SkippedProcess]) {
+        var selected: [HostProcess] = []
+        var skipped: [SkippedProcess] = []
+        for pid in (try? PauseDriver.subtreePIDs(fs, cgroup)) ?? [] {
+            guard let p = targeting.procfs.process(pid) else { continue }
+            if let reason = targeting.processGuard.protection(for: p, callerLineage: lineage) {
+                skipped.append(SkippedProcess(pid: p.pid, comm: p.comm, reason: reason.description))
+            } else {
+                selected.append(p)
+            }
+        }
+        return (selected, skipped)
+    }
+
     public func apply(plan json: JSONValue) async throws -> PreparedFault? {
         var plan = try json.decode(Plan.self)
+        if plan.cgroupKill == true, let mount = plan.mount, let cgroup = plan.cgroup {
+            let fs = CgroupFS(mount: mount)
+            do { try fs.write(cgroup, "cgroup.kill", "1") } catch {
+                throw AgentError.failed("writing 1 to cgroup.kill of \(cgroup): \(error) (Linux 5.14+ has cgroup.kill)")
+            }
+            // Proof: the subtree empties.
+            let start = ContinuousClock.now
+            while !((try? PauseDriver.subtreePIDs(fs, cgroup)) ?? []).isEmpty {
+                if ContinuousClock.now - start > .seconds(2) {
+                    throw AgentError.failed("cgroup.kill was written but \(cgroup) still holds processes")
+                }
+                try await Task.sleep(for: .milliseconds(5))
+            }
+            return nil
+        }
         let delivered = try signalAll(plan.processes, signal: plan.signal)
         guard !delivered.isEmpty else { throw AgentError.refused("the selected processes exited before they could be signalled") }
         if plan.signal == SIGKILL {
@@ -99,13 +155,19 @@ public struct KillDriver: FaultDriver {
     public func revert(plan: JSONValue) async throws {}
 
     public func sustain(plan json: JSONValue) async {
-        guard let plan = try? json.decode(Plan.self), let every = plan.repeatSeconds, let name = plan.name else { return }
+        guard let plan = try? json.decode(Plan.self), let every = plan.repeatSeconds, plan.name != nil || plan.cgroup != nil
+        else { return }
         let lineage = Set(plan.callerLineage)
         while !Task.isCancelled {
             do { try await Task.sleep(for: .seconds(every)) } catch { return }
-            guard let found = try? targeting.procfs.select(.name(name), guard: targeting.processGuard, callerLineage: lineage)
-            else { continue }
-            let refs = found.selected.map(ProcessRef.init)
+            let refs: [ProcessRef]
+            if let mount = plan.mount, let cgroup = plan.cgroup {
+                refs = cgroupMembers(CgroupFS(mount: mount), cgroup, lineage: lineage).0.map(ProcessRef.init)
+            } else {
+                guard let found = try? targeting.procfs.select(.name(plan.name!), guard: targeting.processGuard, callerLineage: lineage)
+                else { continue }
+                refs = found.selected.map(ProcessRef.init)
+            }
             guard !refs.isEmpty, !Task.isCancelled else { continue }
             let hit = (try? signalAll(refs, signal: plan.signal)) ?? []
             if !hit.isEmpty {

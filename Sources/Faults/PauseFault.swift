@@ -1,24 +1,38 @@
 import AgentAPI
 import AgentCore
+import Cgroups
 import Foundation
 import Logging
 import Processes
 
 /// `pause`: SIGSTOP the selected processes; SIGCONT exactly those at revert. A process that was already stopped is
 /// left as it was (listed under `skipped`). Every signal goes through a pidfd after a start-time check.
+/// With `cgroup`/`unit`: the whole cgroup is frozen with cgroup.freeze (waiting for "frozen 1" in cgroup.events) and
+/// thawed at revert, which also catches processes forked while it runs.
 public struct PauseDriver: FaultDriver {
     public let kind = "pause"
     let targeting: ProcessTargeting
+    let cgroups: CgroupTargeting
     let signaller: ProcessSignaller
     let host: HostFacts
 
     struct Plan: Codable, Sendable, Equatable {
         var processes: [ProcessRef]
         var skipped: [SkippedProcess]
+        /// Set when the fault freezes a cgroup instead of stopping processes.
+        var freeze: FrozenCgroup?
     }
 
-    public init(procfs: ProcFS = ProcFS(), processGuard: ProcessGuard, host: HostFacts) {
+    struct FrozenCgroup: Codable, Sendable, Equatable {
+        var mount: String
+        var cgroup: String
+        /// The processes in it when it was frozen (for the user; the freeze covers later ones too).
+        var pids: [Int32]
+    }
+
+    public init(procfs: ProcFS = ProcFS(), processGuard: ProcessGuard, host: HostFacts, ownCgroup: String? = nil) {
         targeting = ProcessTargeting(procfs: procfs, processGuard: processGuard)
+        cgroups = CgroupTargeting(mount: host.cgroup2Mount, ownCgroup: ownCgroup ?? CgroupFS.cgroup(ofPID: getpid()))
         signaller = ProcessSignaller(procfs: procfs)
         self.host = host
     }
@@ -27,6 +41,9 @@ public struct PauseDriver: FaultDriver {
 
     public func prepare(spec: JSONValue, context: FaultContext) throws -> PreparedFault {
         let reader = try SpecReader(spec, kind: kind, allowed: ProcessTargeting.selectorKeys)
+        if CgroupTargeting.keys.contains(try ProcessTargeting.selectorKey(reader)) {
+            return try prepareFreeze(reader, context: context)
+        }
         let selector = try targeting.selector(from: reader)
         let lineage = targeting.processGuard.lineage(of: context.callerPID)
         var (selected, skipped) = try targeting.resolve(selector, callerLineage: lineage)
@@ -59,8 +76,47 @@ public struct PauseDriver: FaultDriver {
             target: json, plan: json, claims: refs.map { Self.claim($0.pid, $0.startTime) })
     }
 
+    func prepareFreeze(_ reader: SpecReader, context: FaultContext) throws -> PreparedFault {
+        let (fs, cgroup) = try cgroups.resolve(reader)
+        let field = reader.has("cgroup") ? "spec.cgroup" : "spec.unit"
+        let claim = "cgroup:\(fs.directory(cgroup)):freeze"
+        if let holder = context.heldClaims[claim] { throw AgentError.conflict("\(cgroup) is already frozen by fault \(holder)") }
+        guard let state = try? fs.read(cgroup, "cgroup.freeze") else {
+            throw AgentError.unsupported("\(fs.directory(cgroup)) has no cgroup.freeze (Linux 5.2+ is needed to freeze a cgroup)")
+        }
+        if state.hasPrefix("1") {
+            throw AgentError.refused("\(cgroup) is already frozen (cgroup.freeze is 1); left as it is", field: field)
+        }
+        // Every process inside must be one the agent may stop (the caller's shell, sshd... are not).
+        let lineage = targeting.processGuard.lineage(of: context.callerPID)
+        let pids = try Self.subtreePIDs(fs, cgroup)
+        for pid in pids {
+            guard let p = targeting.procfs.process(pid) else { continue }
+            if let reason = targeting.processGuard.protection(for: p, callerLineage: lineage) {
+                throw AgentError.refused("\(cgroup) holds \(pid) (\(p.comm)), which may not be paused: \(reason)", field: field)
+            }
+        }
+        let plan = Plan(processes: [], skipped: [], freeze: FrozenCgroup(mount: fs.mount, cgroup: cgroup, pids: pids))
+        let json = try JSONValue.from(plan)
+        return PreparedFault(target: json, plan: json, claims: [claim])
+    }
+
+    /// PIDs in a cgroup and its descendants (a freeze covers the whole subtree).
+    static func subtreePIDs(_ fs: CgroupFS, _ cgroup: String) throws -> [Int32] {
+        var out = fs.procs(cgroup)
+        for child in fs.children(cgroup) { out += try subtreePIDs(fs, cgroup + "/" + child) }
+        return out
+    }
+
     public func apply(plan json: JSONValue) async throws -> PreparedFault? {
         var plan = try json.decode(Plan.self)
+        if let f = plan.freeze {
+            // Proof: the kernel reports "frozen 1" in cgroup.events once every task in the subtree is frozen.
+            do { try await CgroupFS(mount: f.mount).freeze(f.cgroup, true) } catch {
+                throw AgentError.failed("freezing \(f.cgroup): \(error)")
+            }
+            return nil
+        }
         var stopped: [ProcessRef] = []
         var gone: [ProcessRef] = []
         for ref in plan.processes {
@@ -91,6 +147,15 @@ public struct PauseDriver: FaultDriver {
 
     public func revert(plan json: JSONValue) async throws {
         let plan = try json.decode(Plan.self)
+        if let f = plan.freeze {
+            let fs = CgroupFS(mount: f.mount)
+            guard fs.exists(f.cgroup) else { return }
+            do { try await fs.freeze(f.cgroup, false) } catch {
+                if !fs.exists(f.cgroup) { return }
+                throw AgentError.failed("thawing \(f.cgroup): \(error)")
+            }
+            return
+        }
         var problems: [String] = []
         for ref in plan.processes {
             do {

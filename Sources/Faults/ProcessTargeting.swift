@@ -32,17 +32,22 @@ struct ProcessTargeting: Sendable {
 
     static let selectorKeys: Set<String> = ["pid", "name", "cgroup", "unit"]
 
-    /// Exactly one selector from the spec.
-    func selector(from spec: SpecReader) throws -> ProcessSelector {
-        let given = Self.selectorKeys.filter { spec.has($0) }.sorted()
+    /// The one selector key the spec uses (pid, name, cgroup or unit).
+    static func selectorKey(_ spec: SpecReader) throws -> String {
+        let given = selectorKeys.filter { spec.has($0) }.sorted()
         guard given.count == 1 else {
             throw AgentError.badRequest(
                 given.isEmpty
-                    ? "say which processes: give pid or name"
+                    ? "say which processes: give pid, name, cgroup or unit"
                     : "give exactly one selector, not \(given.joined(separator: " and "))",
                 field: given.isEmpty ? "spec" : "spec.\(given[1])")
         }
-        switch given[0] {
+        return given[0]
+    }
+
+    /// The pid or name selector from the spec (cgroup and unit are resolved by `CgroupTargeting`).
+    func selector(from spec: SpecReader) throws -> ProcessSelector {
+        switch try Self.selectorKey(spec) {
         case "pid":
             let pid = try spec.integer("pid", range: 1...Int64(Int32.max))!
             return .pid(Int32(pid))
@@ -53,9 +58,8 @@ struct ProcessTargeting: Sendable {
                 throw AgentError.badRequest("name '\(pattern)' is not a valid regular expression: \(error)", field: "spec.name")
             }
             return .name(pattern)
-        default:
-            throw AgentError.unsupported(
-                "selecting processes by \(given[0]) needs the cgroup v2 release of the agent; use pid or name")
+        case let other:
+            throw AgentError.badRequest("\(other) selects a cgroup, not processes", field: "spec.\(other)")
         }
     }
 

@@ -198,6 +198,7 @@ struct UnitsAndConfigTests {
             [policy]
             max-ttl = "10m"
             protected-processes = ["postgres"]
+            resource-reserve = "1GiB"
             [network]
             classifier = "u32"
             """)
@@ -207,12 +208,15 @@ struct UnitsAndConfigTests {
         #expect(d.maxTTL == .seconds(600))
         #expect(d.protectedProcesses == ["postgres"])
         #expect(d.networkClassifier == "u32")
+        #expect(d.resourceReserve == 1 << 30)
+        #expect(c.resourceReserve == 64 << 20)
     }
 
     @Test func configRefusesUnknownKeysAndBadValues() {
         for bad in [
             "[agent]\nsocket-path = \"/x\"", "[policee]\n", "[policy]\nmax-ttl = \"forever\"", "[agent]\nsocket-mode = \"rw\"",
-            "[policy]\nprotected-processes = \"sshd\"", "[network]\nclassifier = \"bpf\"", "[remote]\nlisten = \"0.0.0.0:7410\"", "[agent\n",
+            "[policy]\nprotected-processes = \"sshd\"", "[network]\nclassifier = \"bpf\"", "[policy]\nresource-reserve = \"lots\"",
+            "[remote]\nlisten = \"0.0.0.0:7410\"", "[agent\n",
         ] {
             #expect(throws: ConfigError.self, "\(bad)") { try AgentConfig.parse(bad) }
         }

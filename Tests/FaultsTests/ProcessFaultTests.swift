@@ -122,7 +122,9 @@ struct ProcessFaultTests {
             (.object(["name": .string("")]), 400, "spec.name"),
             (.object(["name": .string("^no-such-process-anywhere$")]), 422, "spec.name"),
             (.object(["pid": .number(Double(v.pid)), "colour": .string("red")]), 400, "spec.colour"),
-            (.object(["unit": .string("nginx.service")]), 422, nil),
+            (.object(["unit": .string("no-such-unit-anywhere.service")]), 422, "spec.unit"),
+            (.object(["cgroup": .string("/no-such-cgroup")]), 422, "spec.cgroup"),
+            (.object(["cgroup": .string("/")]), 422, "spec.cgroup"),
         ]
         for (spec, status, field) in cases {
             let r = refusal { _ = try pause.prepare(spec: spec, context: context) }

@@ -9,7 +9,9 @@ from chaoslib import run_ctl
 
 @pytest.mark.parametrize("args", [["--help"], ["inject", "--help"], ["inject", "pause", "--help"],
                                   ["inject", "kill", "--help"], ["list", "--help"], ["events", "--help"],
-                                  ["help", "revert"]])
+                                  ["help", "revert"], ["inject", "cpu", "--help"], ["inject", "memory", "--help"],
+                                  ["inject", "io", "--help"], ["inject", "disk-fill", "--help"],
+                                  ["inject", "squeeze", "--help"]])
 def test_help_exits_0_and_teaches(args):
     r = run_ctl(None, *args)
     assert r.rc == 0, str(r)

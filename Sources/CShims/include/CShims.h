@@ -16,3 +16,16 @@ long long cshim_fs_type(const char *path);
 int cshim_setns_net(int fd);
 /// unshare(CLONE_NEWNET): gives the calling thread a fresh network namespace; 0 or -1 with errno.
 int cshim_unshare_net(void);
+/// getxattr(2) of a path into `buf`; returns the value's length or -1 with errno set.
+long cshim_getxattr(const char *path, const char *name, void *buf, unsigned long size);
+/// Starts `path` with `argv` (NULL-terminated) as a child placed in the cgroup `cgroup_fd` (an O_DIRECTORY fd of the
+/// cgroup) before it runs a single instruction of its own: clone3(CLONE_INTO_CGROUP) on Linux 5.7+, else a fork whose
+/// child writes itself into `procs_fd` (that cgroup's cgroup.procs, opened O_WRONLY) before exec. In the child, the
+/// signal mask and dispositions are reset, PR_SET_PDEATHSIG(SIGKILL) is set, so it dies with the thread that
+/// started it, and the bounding/ambient/inheritable capability sets are emptied with no_new_privs, so the program it
+/// executes has no capability even as uid 0; every fd above 2 is closed before exec. Returns the pid or -1 with errno set; `*used_clone3` tells which way was taken.
+pid_t cshim_spawn_in_cgroup(const char *path, char *const argv[], int cgroup_fd, int procs_fd, int *used_clone3);
+/// fallocate(2) mode 0 (allocate, extend the size); 0 or -1 with errno set.
+int cshim_fallocate(int fd, long long offset, long long length);
+/// prctl(PR_SET_NO_NEW_PRIVS, 1): 0 or -1 with errno set.
+int cshim_no_new_privs(void);
