@@ -1,3 +1,4 @@
+import Foundation
 import AgentAPI
 
 /// Who is asking for a fault.
@@ -67,9 +68,13 @@ public protocol FaultDriver: Sendable {
     /// live lease explains (for example a qdisc with the agent's reserved handle left by a run whose journal was
     /// lost). `livePlans` are the plans of leases still held. Returns one line per thing removed.
     func reconcileOrphans(livePlans: [JSONValue]) async -> [String]
+    /// A renew moved the fault's deadline to `until`: helpers that end by themselves (stress workers) must live that
+    /// long now. Called before the renew is journaled; throwing refuses the renew. Must not shorten anything.
+    func extend(plan: JSONValue, until: Date) throws
 }
 
 extension FaultDriver {
     public func sustain(plan: JSONValue) async {}
     public func reconcileOrphans(livePlans: [JSONValue]) async -> [String] { [] }
+    public func extend(plan: JSONValue, until: Date) throws {}
 }

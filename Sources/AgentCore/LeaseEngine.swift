@@ -388,6 +388,8 @@ public actor LeaseEngine {
         lease.expiresAt = now.addingTimeInterval(ttl.seconds)
         lease.ttl = ttlText
         lease.lastBeat = now
+        // Helpers with their own deadline (stress workers) learn the new one before the renew counts.
+        try drivers[lease.kind]?.extend(plan: lease.plan, until: lease.expiresAt)
         var r = JournalRecord(type: .renew, id: id, at: now)
         r.expiresAt = lease.expiresAt
         r.ttl = ttlText

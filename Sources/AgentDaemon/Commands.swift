@@ -183,6 +183,7 @@ struct Worker: ParsableCommand {
     @Option var cgroup: String?
     @Option var tag: String?
     @Option var deadline: Double
+    @Option var deadlineFile: String?
 
     func validate() throws {
         guard WorkerArguments.Kind(rawValue: kind) != nil else { throw ValidationError("unknown worker kind '\(kind)'") }
@@ -193,7 +194,7 @@ struct Worker: ParsableCommand {
         ResourceWorker.run(
             WorkerArguments(
                 kind: WorkerArguments.Kind(rawValue: kind)!, threads: threads, bytes: bytes, path: path, mode: mode,
-                cgroup: cgroup, tag: tag, deadline: deadline))
+                cgroup: cgroup, tag: tag, deadline: deadline, deadlineFile: deadlineFile))
     }
 }
 

@@ -21,6 +21,8 @@ public struct StressDriver: FaultDriver {
     let logger: Logger
     /// io: the worker files' name prefixes, on persistent storage (see `LeftoverRegistry`).
     let registry: LeftoverRegistry
+    /// Where each worker's deadline file lives (`<state-dir>/workers`), rewritten on renew; nil: fixed deadlines.
+    let deadlineDir: String?
 
     static let period: Int64 = 100_000
     static let grace: Double = 5
@@ -41,6 +43,8 @@ public struct StressDriver: FaultDriver {
         var path: String?
         var pid: Int32?
         var startTime: UInt64?
+        /// The worker's deadline file (see `WorkerDeadline`).
+        var deadlineFile: String?
     }
 
     struct WorkerPlan: Codable, Sendable, Equatable {
@@ -57,6 +61,7 @@ public struct StressDriver: FaultDriver {
     ) {
         self.kind = kind
         registry = LeftoverRegistry(directory: kind == "io" ? registryDir : nil, name: kind, stateDir: stateDir)
+        deadlineDir = stateDir + "/workers"
         fs = mount.map { CgroupFS(mount: $0) }
         self.controllers = controllers
         self.reserve = reserve
@@ -79,6 +84,7 @@ public struct StressDriver: FaultDriver {
         self.reserve = reserve
         logger = Logger(label: "test")
         registry = LeftoverRegistry(directory: nil, name: kind, stateDir: "")
+        deadlineDir = nil
     }
 
     var controller: String { kind }
@@ -105,6 +111,7 @@ public struct StressDriver: FaultDriver {
         let cgroup = (subtree.base == "/" ? "" : subtree.base) + "/" + tag
         let deadline = Date().timeIntervalSince1970 + ttl.seconds + Self.grace
         var plan = Plan(mount: fs.mount, cgroup: cgroup, deadline: deadline, worker: WorkerPlan(threads: 1, bytes: 0))
+        plan.deadlineFile = deadlineDir.map { "\($0)/\(tag).deadline" }
         switch kind {
         case "cpu": try prepareCPU(spec, &plan)
         case "memory": try prepareMemory(spec, &plan)
@@ -231,10 +238,11 @@ public struct StressDriver: FaultDriver {
             throw AgentError.failed("io.max of \(plan.cgroup) does not read back as '\(v)'")
         }
         if let prefix = plan.ioFilePrefix { try registry.append(prefix) }
+        if let file = plan.deadlineFile { try Self.writeDeadline(plan.deadline, to: file) }
         let args = WorkerArguments(
             kind: WorkerArguments.Kind(rawValue: kind)!, threads: plan.worker.threads, bytes: plan.worker.bytes,
             path: plan.worker.path, mode: plan.worker.mode, cgroup: fs.directory(plan.cgroup), tag: plan.worker.tag,
-            deadline: plan.deadline)
+            deadline: plan.deadline, deadlineFile: plan.deadlineFile)
         let spawned: WorkerSpawner.Spawned
         do {
             spawned = try await WorkerSpawner.shared.spawn(
@@ -284,6 +292,26 @@ public struct StressDriver: FaultDriver {
             try Self.removeFiles(prefix: prefix)
             registry.remove(prefix)
         }
+        if let file = plan.deadlineFile { unlink(file) }
+    }
+
+    /// Renew: the worker lives until the new deadline plus the grace (its watcher reads the file within 250 ms; the
+    /// old deadline is at least the grace away, since only an active fault is renewed).
+    public func extend(plan json: JSONValue, until: Date) throws {
+        let plan = try json.decode(Plan.self)
+        guard let file = plan.deadlineFile else { return }
+        try Self.writeDeadline(until.timeIntervalSince1970 + Self.grace, to: file)
+    }
+
+    /// Writes a deadline file atomically (a temp file renamed over it), so the worker never reads half a number.
+    static func writeDeadline(_ deadline: Double, to file: String) throws {
+        let dir = (file as NSString).deletingLastPathComponent
+        do {
+            try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+            try String(format: "%.3f\n", deadline).write(toFile: file, atomically: true, encoding: .utf8)
+        } catch {
+            throw AgentError.failed("cannot write the worker's deadline file \(file): \(error)")
+        }
     }
 
     /// Removes every file `<dir>/<name prefix>*` for a prefix `/dir/.chaos-agent-io-lease-...-`; returns their paths.
@@ -307,6 +335,13 @@ public struct StressDriver: FaultDriver {
         let plans = livePlans.compactMap { try? $0.decode(Plan.self) }
         var out = registry.reconcile(live: Set(plans.compactMap(\.ioFilePrefix))) { prefix in
             ((try? Self.removeFiles(prefix: prefix)) ?? []).map { "removed orphan io file \($0)" }
+        }
+        if let dir = deadlineDir {
+            let liveFiles = Set(plans.compactMap(\.deadlineFile))
+            for name in (try? FileManager.default.contentsOfDirectory(atPath: dir)) ?? []
+            where name.hasPrefix("lease-") && name.hasSuffix(".deadline") && !liveFiles.contains("\(dir)/\(name)") {
+                if unlink("\(dir)/\(name)") == 0 { out.append("removed orphan worker deadline file \(dir)/\(name)") }
+            }
         }
         guard let fs, let subtree, fs.exists(subtree.base) else { return out }
         let live = Set(plans.map(\.cgroup))

@@ -414,3 +414,55 @@ extension ProcessFaultTests {
         #expect(!fs.exists(cg))
     }
 }
+
+/// Renew reaches a running worker through its deadline file: later deadlines are taken, earlier ones and garbage not.
+@Suite("worker deadlines")
+struct WorkerDeadlineTests {
+    @Test func onlyLaterDeadlinesAreTaken() throws {
+        let file = NSTemporaryDirectory() + "chaos-deadline-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
+        defer { unlink(file) }
+        let d = WorkerDeadline(1000, file: nil)
+        try StressDriver.writeDeadline(2000.5, to: file)
+        d.refresh(from: file)
+        #expect(d.value == 2000.5)
+        try StressDriver.writeDeadline(1500, to: file)
+        d.refresh(from: file)
+        #expect(d.value == 2000.5)
+        try "garbage".write(toFile: file, atomically: true, encoding: .utf8)
+        d.refresh(from: file)
+        #expect(d.value == 2000.5)
+    }
+}
+
+extension ProcessFaultTests {
+    @Test(
+        .enabled(
+            if: geteuid() == 0 && SpawnTests.mount != nil && FileManager.default.isExecutableFile(atPath: SpawnTests.agentd)))
+    func aRenewedWorkerOutlivesItsFirstDeadline() async throws {
+        let fs = CgroupFS(mount: SpawnTests.mount!)
+        let cg = "/chaos-renew-test-\(getpid())"
+        try fs.create(cg)
+        let file = NSTemporaryDirectory() + "chaos-renew-test-\(getpid()).deadline"
+        defer { unlink(file) }
+        let start = Date().timeIntervalSince1970
+        try StressDriver.writeDeadline(start + 1.0, to: file)
+        let args = WorkerArguments(kind: .cpu, threads: 1, deadline: start + 1.0, deadlineFile: file)
+        let w = try await WorkerSpawner.shared.spawn(executable: SpawnTests.agentd, argv: args.argv, cgroupDir: fs.directory(cg))
+        try StressDriver.writeDeadline(start + 3.0, to: file)  // the renew
+        func exited() -> Bool {
+            var st: Int32 = 0
+            return waitpid(w.pid, &st, WNOHANG) == w.pid
+        }
+        while Date().timeIntervalSince1970 < start + 2.0 {
+            #expect(!exited(), "the worker ended at its first deadline despite the renew")
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        var gone = false
+        while Date().timeIntervalSince1970 < start + 6.0 {
+            if exited() { gone = true; break }
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        #expect(gone, "the worker outlived its renewed deadline")
+        try await fs.remove(cg)
+    }
+}
