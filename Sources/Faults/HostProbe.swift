@@ -3,6 +3,7 @@ import CCap
 import CMNL
 import CShims
 import Foundation
+import Netlink
 import Processes
 
 /// Learns at start-up what this host lets the agent do: effective capabilities (libcap), pidfd support, the cgroup v2
@@ -22,7 +23,7 @@ public enum HostProbe {
         return HostFacts(
             kernel: release, euid: geteuid(), capabilities: effectiveCapabilities(),
             pidfd: ProcessSignaller.pidfdSupported, cgroup2Mount: mount, cgroupControllers: controllers,
-            netlink: netlinkOpens(), trafficControl: trafficControl(release: release))
+            netlink: netlinkOpens(), trafficControl: TrafficControlProbe.run() ?? trafficControl(release: release))
     }
 
     /// The kernel objects each traffic-control piece needs, by module name.
@@ -31,9 +32,10 @@ public enum HostProbe {
         "ifb": "ifb", "mirred": "act_mirred", "clsact": "sch_ingress",
     ]
 
-    /// Which traffic-control pieces this kernel has: loaded (/sys/module), built in (modules.builtin) or loadable
-    /// (a .ko under /lib/modules; the kernel loads it on first use). Without /lib/modules for the running kernel
-    /// (a kernel with no modules), only what /sys/module shows counts.
+    /// Which traffic-control pieces this kernel has, when the kernel cannot be asked directly (`TrafficControlProbe`
+    /// needs CAP_SYS_ADMIN): loaded (/sys/module), built in (modules.builtin) or loadable (a .ko under /lib/modules;
+    /// the kernel loads it on first use). Without /lib/modules for the running kernel, only what /sys/module shows
+    /// counts, which misses built-in pieces without parameters.
     static func trafficControl(release: String, modulesRoot: String = "/lib/modules") -> [String: Bool] {
         let dir = "\(modulesRoot)/\(release)"
         let builtin = (try? String(contentsOfFile: dir + "/modules.builtin", encoding: .utf8)) ?? ""

@@ -234,6 +234,29 @@ struct HostTests {
         #expect(try !nl.filters(ifindex: a0, parent: TCHandle.clsactIngress).contains { $0.priority == 7 })
     }
 
+    @Test("the tc probe (a throwaway namespace) agrees with what the kernel does on a real interface, and leaves no thread behind")
+    func probeAgreesWithTheKernel() throws {
+        let before = threadNamespaces()
+        let found = try #require(TrafficControlProbe.run(), "the probe needs CAP_SYS_ADMIN")
+        #expect(threadNamespaces() == before)
+        let ns = try ScratchNetns()
+        defer { ns.close() }
+        let nl = try ns.session()
+        let a0 = try #require(try nl.linkIndex(named: "a0"))
+        var netem = Netem()
+        netem.latency = 1_000_000
+        let tbf = TBF(rate: 125_000, burst: 16 * 1024, limit: .latency(50_000_000))
+        for (kind, options) in [("netem", QdiscOptions.netem(netem)), ("prio", .prio(bands: 3, priomap: QdiscOptions.defaultPriomap)), ("tbf", .tbf(tbf))] {
+            var works = true
+            do {
+                try nl.addQdisc(ifindex: a0, parent: TCHandle.root, handle: 0x504d_0000, options: options, mode: .exclusive)
+                try nl.deleteQdisc(ifindex: a0, parent: TCHandle.root, handle: 0x504d_0000)
+            } catch { works = false }
+            #expect(found[kind] == works, "\(kind): probe \(String(describing: found[kind])), kernel \(works)")
+        }
+        #expect(found["clsact"] == true && found["u32"] == true, "\(found)")  // every kernel this project supports
+    }
+
     @Test("kernel refusals surface errno and the extended-ACK message")
     func kernelErrors() throws {
         let ns = try ScratchNetns()
