@@ -24,6 +24,9 @@ public struct AgentConfig: Sendable, Equatable {
     /// Free space a `disk-fill` must leave on its file system, and memory a `memory` fault must leave available.
     public var resourceReserve: UInt64 = 64 << 20
 
+    /// The file this configuration was read from (nil: all defaults); SIGHUP re-reads it for `[remote.roles]`.
+    public var sourcePath: String?
+
     public init() {}
 
     /// Loads `path`. A missing file at the default path means "all defaults"; a missing file named explicitly
@@ -37,7 +40,9 @@ public struct AgentConfig: Sendable, Equatable {
         guard let text = try? String(contentsOfFile: p, encoding: .utf8) else {
             throw ConfigError("config file \(p) cannot be read")
         }
-        return try parse(text, source: p)
+        var config = try parse(text, source: p)
+        config.sourcePath = p
+        return config
     }
 
     /// Parses TOML text.

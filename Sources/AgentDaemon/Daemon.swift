@@ -94,7 +94,7 @@ public final class Daemon: Sendable {
             services.append(.init(service: server, successTerminationBehavior: .gracefullyShutdownGroup, failureTerminationBehavior: .gracefullyShutdownGroup))
         }
         // Always trapped: SIGHUP's default action would end the agent (and leave its faults to `reap`).
-        services.append(.init(service: ReloadOnHangup(tls: tls, logger: logger), successTerminationBehavior: .ignore, failureTerminationBehavior: .ignore))
+        services.append(.init(service: ReloadOnHangup(tls: tls, configPath: config.sourcePath, logger: logger), successTerminationBehavior: .ignore, failureTerminationBehavior: .ignore))
         if let listen = config.metricsListen {
             let metrics = MetricsServer(listen: listen, router: router, logger: logger)
             services.append(.init(service: metrics, successTerminationBehavior: .gracefullyShutdownGroup, failureTerminationBehavior: .gracefullyShutdownGroup))
@@ -145,10 +145,12 @@ final class LeaseService: Service, Sendable {
     }
 }
 
-/// SIGHUP: re-read the TLS certificate, key and client CA. Leases and open connections are untouched; a bad file is
-/// logged and the old certificates stay in use.
+/// SIGHUP: re-read the TLS certificate, key and client CA, and `[remote.roles]` from the configuration file. Leases
+/// and open connections are untouched; a bad file is logged and the old certificates and roles stay in use. Other
+/// settings (listen address, paths, policy) need a restart.
 struct ReloadOnHangup: Service {
     let tls: TLSServer?
+    let configPath: String?
     let logger: Logger
 
     func run() async throws {
@@ -159,7 +161,21 @@ struct ReloadOnHangup: Service {
                     logger.notice("SIGHUP: nothing to reload (no [remote] listener)", metadata: ["event": "reload"])
                     continue
                 }
-                do { try tls.reload() } catch {
+                var roles: [String: Role]?
+                if let configPath {
+                    do {
+                        guard let remote = try AgentConfig.load(path: configPath).remote else {
+                            throw ConfigError("\(configPath) no longer has a [remote] section (removing it needs a restart)")
+                        }
+                        roles = remote.roles
+                    } catch {
+                        logger.error(
+                            "SIGHUP: the configuration cannot be re-read; keeping the roles in use",
+                            metadata: ["event": "tls-reload", "outcome": "failed", "error": "\(error)"])
+                        continue
+                    }
+                }
+                do { try tls.reload(roles: roles) } catch {
                     logger.error(
                         "TLS reload failed; keeping the certificates in use",
                         metadata: ["event": "tls-reload", "outcome": "failed", "error": "\(error)"])

@@ -77,7 +77,7 @@ public final class TLSServer: Service, Sendable {
     let options: Options
     let http: HTTPService
     let logger: Logger
-    let roles: CertificateRoles
+    private let roles: Mutex<CertificateRoles>
     private let context: Mutex<NIOSSLContext>
     private let boundPort = Mutex<Int?>(nil)
 
@@ -85,7 +85,7 @@ public final class TLSServer: Service, Sendable {
     public init(options: Options, router: APIRouter, logger: Logger) throws {
         self.options = options
         self.logger = logger
-        self.roles = CertificateRoles(roles: options.roles)
+        self.roles = Mutex(CertificateRoles(roles: options.roles))
         self.http = HTTPService(handle: { await router.handle($0, caller: $1) }, limits: options.limits, logger: logger)
         self.context = Mutex(try Self.makeContext(options))
     }
@@ -115,13 +115,18 @@ public final class TLSServer: Service, Sendable {
         return try load("configuration", o.certificate) { try NIOSSLContext(configuration: tls) }
     }
 
-    /// Re-reads the certificate, key and CA. On error the old ones stay in use and the error is thrown.
-    public func reload() throws {
+    /// Re-reads the certificate, key and CA, and takes `roles` (a re-read `[remote.roles]`) when given. On error
+    /// nothing changes (the old certificates and roles stay in use) and the error is thrown.
+    public func reload(roles newRoles: [String: Role]? = nil) throws {
         let fresh = try Self.makeContext(options)
         context.withLock { $0 = fresh }
+        if let newRoles { roles.withLock { $0 = CertificateRoles(roles: newRoles) } }
         logger.notice(
             "TLS certificates reloaded",
-            metadata: ["event": "tls-reload", "certificate": "\(options.certificate)", "clientCA": "\(options.clientCA)"])
+            metadata: [
+                "event": "tls-reload", "certificate": "\(options.certificate)", "clientCA": "\(options.clientCA)",
+                "identities": "\(newRoles.map { "\($0.count)" } ?? "unchanged")",
+            ])
     }
 
     public func run() async throws {
@@ -150,13 +155,13 @@ public final class TLSServer: Service, Sendable {
 
     private func serve(_ connection: HTTPService.Connection, peer: String) async {
         let channel = connection.channel.channel
-        let roles = self.roles
         await http.serve(connection, peer: "tls:\(peer)") {
             // A request head has been decoded, so the handshake (and the certificate check) is done.
             guard let certificate = try? await channel.nioSSL_peerCertificate().get() else {
                 return .failure(.forbidden("no client certificate"))
             }
-            return roles.caller(names: CertificateRoles.names(of: certificate))
+            let names = CertificateRoles.names(of: certificate)
+            return self.roles.withLock { $0.caller(names: names) }
         }
     }
 }

@@ -417,6 +417,27 @@ def test_sighup_reloads_certificates_and_keeps_leases(remote, victims):
     assert is_stopped(child.pid)
 
 
+def test_sighup_rereads_roles(remote, victims):
+    child = victims.spawn()
+    assert https_once(remote.certs, remote.port, "viewer", "POST", "/v1/faults", pause_body(child.pid)).status == 403
+    text = remote.config_path.read_text().replace('"viewer" = "viewer"', '"viewer" = "operator"')
+    remote.config_path.write_text(text)
+    os.kill(remote.pid, signal.SIGHUP)
+    wait_until(lambda: "identities=3" in remote.log(500) and "TLS certificates reloaded" in remote.log(500), 5,
+               what="reload with the new roles")
+    r = https_once(remote.certs, remote.port, "viewer", "POST", "/v1/faults", pause_body(child.pid))
+    assert r.status == 201, r
+    fid = r.json["id"]
+    assert is_stopped(child.pid)
+    # A configuration that no longer parses: logged, and the roles in use stay.
+    remote.config_path.write_text(text + "\n[bogus]\n")
+    os.kill(remote.pid, signal.SIGHUP)
+    wait_until(lambda: "configuration cannot be re-read" in remote.log(500), 5, what="failed re-read")
+    assert remote.alive()
+    assert https_once(remote.certs, remote.port, "viewer", "DELETE", f"/v1/faults/{fid}").status == 200
+    wait_until(lambda: not is_stopped(child.pid), 5, what="resumed")
+
+
 def test_sighup_without_remote_is_harmless(agent, victims):
     child = victims.spawn()
     fault = agent.inject("pause", "--pid", str(child.pid), "--ttl", "60s")
