@@ -52,6 +52,18 @@ assert_eq 3 "$rc" "exit status of an overlapping fault"
 grep -q "overlaps" <<<"$msg" || fail "the refusal does not say what it overlaps: $msg"
 assert_eq "$during" "$(tree)" "tree after the refused overlapping fault"
 
+# 2b. Targets that the exclusions cover entirely would fault nothing: refused (422 -> exit 3), tree unchanged.
+set +e
+m1=$(ctl inject network --netns ca --interface veth-a --delay 10ms --to 10.77.0.4/32 --port 22 --ttl 30s 2>&1 >/dev/null); r1=$?
+m2=$(ctl inject network --netns ca --interface veth-a --delay 10ms --to 10.77.0.4/32 --exclude-to 10.77.0.0/24 --ttl 30s 2>&1 >/dev/null); r2=$?
+set -e
+log "fully excluded targets: exit $r1: $m1 / exit $r2: $m2"
+assert_eq 3 "$r1" "exit status of a fault on the excluded SSH port"
+assert_eq 3 "$r2" "exit status of a fault whose --to lies inside --exclude-to"
+grep -q "excluded" <<<"$m1" || fail "the SSH-port refusal does not say why: $m1"
+grep -q "inside excludeTo" <<<"$m2" || fail "the exclude-to refusal does not say why: $m2"
+assert_eq "$during" "$(tree)" "tree after the refused fully-excluded faults"
+
 # 3. Revert A: .2 back to baseline, B still delaying .3.
 ctl revert "$a" >/dev/null || fail "revert A exited $?"
 r2=$(netns_rtt ca 10.77.0.2); r3=$(netns_rtt ca 10.77.0.3)
