@@ -11,10 +11,14 @@ public enum TrafficControlProbe {
         let result = ProbeResult()
         let done = DispatchSemaphore(value: 0)
         let thread = Thread {
-            // This thread alone enters the new namespace; it ends right after, and the namespace with it.
-            if cshim_unshare_net() == 0, let nl = try? RTNetlink(namespace: .current) {
-                result.value = probe(nl)
+            // This thread alone enters the new namespace and goes back before it reports (as MNLSocket's namespace
+            // threads do), so no thread is in it once `run` returns; the namespace ends with the probe's socket.
+            let original = open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC)
+            if original >= 0, cshim_unshare_net() == 0 {
+                if let nl = try? RTNetlink(namespace: .current) { result.value = probe(nl) }
+                if cshim_setns_net(original) != 0 { result.value = nil }
             }
+            if original >= 0 { close(original) }
             done.signal()
         }
         thread.name = "tc-probe"
