@@ -123,6 +123,7 @@ let package = Package(
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
             ],
             swiftSettings: upcoming),
+        .testTarget(name: "AgentDaemonTests", dependencies: ["AgentDaemon"], swiftSettings: upcoming),
         .testTarget(name: "SystemdNotifyTests", dependencies: ["SystemdNotify"], swiftSettings: upcoming),
         .testTarget(name: "NetlinkTests", dependencies: ["Netlink", "CMNL"], swiftSettings: upcoming),
     ]

@@ -1,20 +1,34 @@
 import Foundation
 import Synchronization
 
-/// Wall-clock time and sleeping, injectable so the lease engine can be tested without waiting.
-/// Deadlines are wall-clock `Date`s because they must survive a restart of the agent (the journal holds them).
+/// Lease time and sleeping, injectable so the lease engine can be tested without waiting.
+/// Deadlines are `Date`s because the journal holds them across a restart, where everything is reverted anyway.
 public protocol AgentClock: Sendable {
     func now() -> Date
     /// Sleeps until `deadline`; throws `CancellationError` when the task is cancelled.
     func sleep(until deadline: Date) async throws
 }
 
-/// The real clock: `Date()` and a monotonic sleep for the remaining interval.
+/// CLOCK_BOOTTIME: monotonic, counts suspend, never stepped by `date -s`, NTP or a clock fault. Both the agent and
+/// its helpers (the hang watchdog, stress workers) measure deadlines on it: one boot, one time line.
+public enum BootClock {
+    public static func seconds() -> Double {
+        var ts = timespec()
+        clock_gettime(CLOCK_BOOTTIME, &ts)
+        return Double(ts.tv_sec) + Double(ts.tv_nsec) / 1e9
+    }
+}
+
+/// The real clock. A lease's length must not change when the wall clock is stepped (NTP, `date -s`, a clock fault),
+/// so lease time is the wall clock read once, when the agent started, plus CLOCK_BOOTTIME elapsed since: it moves
+/// exactly as real time does and ignores steps. Timestamps shown (createdAt, expiresAt) are in that time line; after a
+/// step they differ from `date` by the step, and every lease still lasts exactly its TTL.
 public struct SystemClock: AgentClock {
+    private static let anchor: (wall: Date, boot: Double) = (Date(), BootClock.seconds())
     public init() {}
-    public func now() -> Date { Date() }
+    public func now() -> Date { Self.anchor.wall.addingTimeInterval(BootClock.seconds() - Self.anchor.boot) }
     public func sleep(until deadline: Date) async throws {
-        let remaining = deadline.timeIntervalSinceNow
+        let remaining = deadline.timeIntervalSince(now())
         guard remaining > 0 else { return }
         try await Task.sleep(for: .nanoseconds(Int64(remaining * 1e9)), tolerance: .zero, clock: .continuous)
     }

@@ -71,10 +71,14 @@ public protocol FaultDriver: Sendable {
     /// A renew moved the fault's deadline to `until`: helpers that end by themselves (stress workers) must live that
     /// long now. Called before the renew is journaled; throwing refuses the renew. Must not shorten anything.
     func extend(plan: JSONValue, until: Date) throws
+    /// Whether `prepare` builds on `context.livePlans` (sibling faults sharing host objects). The engine fills them
+    /// in only for such drivers, and prepares again when they changed before the fault was journaled.
+    var preparesFromLivePlans: Bool { get }
 }
 
 extension FaultDriver {
     public func sustain(plan: JSONValue) async {}
     public func reconcileOrphans(livePlans: [JSONValue]) async -> [String] { [] }
     public func extend(plan: JSONValue, until: Date) throws {}
+    public var preparesFromLivePlans: Bool { false }
 }

@@ -99,6 +99,14 @@ public actor LeaseEngine {
     private var subscribers: [UUID: AsyncStream<FaultEvent>.Continuation] = [:]
     private static let eventBufferSize = 1024
     private var idempotencyKeys: [String: IdempotencyEntry] = [:]
+    /// Per kind, bumped whenever that kind's set of live plans changes (so a prepare that read them can tell).
+    private var generations: [String: UInt64] = [:]
+    private var busyWaiters: [CheckedContinuation<Void, Never>] = []
+    /// The engine's own thread (see `EngineThread`): the actor runs there, and so does every revert.
+    private nonisolated let thread: EngineThread
+    /// Where drivers resolve specs: off the engine's thread and off the cooperative pool.
+    private nonisolated let prepareWorkers: BlockingPool
+    public nonisolated var unownedExecutor: UnownedSerialExecutor { thread.asUnownedSerialExecutor() }
 
     public init(
         drivers: [any FaultDriver], journal: Journal, policy: LeasePolicy, clock: any AgentClock = SystemClock(),
@@ -111,7 +119,12 @@ public actor LeaseEngine {
         self.policy = policy
         self.clock = clock
         self.logger = logger
+        self.thread = EngineThread()
+        self.prepareWorkers = BlockingPool(name: "chaos-agent.prepare", threads: 2)
     }
+
+    /// Whether the caller runs on the engine's own thread (tests prove where reverts run with it).
+    public nonisolated var runsOnEngineThread: Bool { thread.isCurrent }
 
     // MARK: - Start-up and shutdown
 
@@ -194,6 +207,24 @@ public actor LeaseEngine {
     /// Answers while the actor is responsive; the systemd watchdog ping depends on it.
     public func ping() -> Int { leases.values.filter { !$0.state.isFinal }.count }
 
+    /// What the hang watchdog needs from a beat: faults not over yet, and the seconds until the scheduler's next
+    /// deadline (nil when none is armed).
+    public func watchdogBeat() -> (active: Int, nextDeadlineIn: Double?, now: Date) {
+        let now = clock.now()
+        return (ping(), queue.peek().map { $0.deadline.timeIntervalSince(now) }, now)
+    }
+
+    /// Returns once a lease exists (at once when one does): the watchdog beat sleeps here while the agent is idle, so
+    /// an idle agent makes no wake-ups of its own.
+    public func waitUntilBusy() async {
+        if leases.values.contains(where: { !$0.state.isFinal }) || queue.peek() != nil { return }
+        await withCheckedContinuation { busyWaiters.append($0) }
+    }
+
+    /// The engine's thread as a task executor: work that must prove the engine itself is alive (the watchdog beat)
+    /// runs there.
+    public nonisolated var taskExecutor: any TaskExecutor { thread }
+
     // MARK: - API operations
 
     public func kinds() -> [KindAvailability] {
@@ -204,32 +235,80 @@ public actor LeaseEngine {
         try await submit(request, context: context).fault
     }
 
+    /// What `admit` hands to the prepare step: the driver, the context it resolves against, and enough to tell at
+    /// commit time whether that context went stale.
+    private struct Ticket: Sendable {
+        var driver: any FaultDriver
+        var context: FaultContext
+        var ttl: Duration
+        var heartbeat: Duration?
+        var labels: [String: String]
+        var requestHash: String?
+        var generation: UInt64
+        var started: ContinuousClock.Instant
+    }
+
+    private enum Admission: Sendable {
+        case replay(Submission)
+        case prepare(Ticket)
+    }
+
     /// Creates a fault; with an `Idempotency-Key`, a retry of the same request returns the fault the first one
     /// created (`replayed`), and the same key with a different request is refused (422).
-    public func submit(
+    ///
+    /// Three steps, so that nothing a client controls runs on the engine's thread: `admit` (on the engine: checks and
+    /// a snapshot of what the driver needs), the driver's `prepare` (on the prepare pool: it may scan /proc and match
+    /// patterns), `commit` (on the engine: claims, journal, apply). When a driver that builds on sibling faults'
+    /// plans finds them changed at commit, it prepares again.
+    public nonisolated func submit(
         _ request: FaultRequest, context: FaultContext, idempotencyKey: String? = nil
     ) async throws -> Submission {
+        for _ in 0..<4 {
+            switch try await admit(request, context: context, idempotencyKey: idempotencyKey) {
+            case .replay(let submission): return submission
+            case .prepare(let ticket):
+                let driver = ticket.driver
+                let spec = request.spec
+                let driverContext = ticket.context
+                let prepared = try await prepareWorkers.run { try driver.prepare(spec: spec, context: driverContext) }
+                if let done = try await commit(request, ticket: ticket, prepared: prepared, idempotencyKey: idempotencyKey) {
+                    return done
+                }
+            }
+        }
+        throw AgentError.notReady(
+            "other \(request.kind) faults kept changing while this one was being prepared; try again")
+    }
+
+    /// The idempotency answer for `key`, if the key is known: a replay, or a refusal when it named another request.
+    private func replayed(key: String, hash: String) throws -> Submission? {
+        guard let known = idempotencyKeys[key] else { return nil }
+        guard known.requestHash == hash else {
+            throw AgentError(
+                status: 422, code: "idempotency-key-reused",
+                message: "Idempotency-Key '\(key)' was used for a different request (fault \(known.faultID)); "
+                    + "use a new key for a new fault", field: "Idempotency-Key")
+        }
+        EngineMetrics.idempotentReplay()
+        guard let lease = leases[known.faultID] else {
+            throw AgentError.conflict(
+                "Idempotency-Key '\(key)' already created fault \(known.faultID), which has ended and is no longer "
+                    + "listed; nothing was injected again")
+        }
+        return Submission(fault: lease.object, replayed: true)
+    }
+
+    private func admit(
+        _ request: FaultRequest, context: FaultContext, idempotencyKey: String?
+    ) throws -> Admission {
         guard accepting else { throw AgentError.notReady("the agent is not accepting faults (starting up or shutting down)") }
+        let started = ContinuousClock.now
         var requestHash: String?
         if let key = idempotencyKey {
             try Self.validate(idempotencyKey: key)
             let hash = Self.digest(request)
             requestHash = hash
-            if let known = idempotencyKeys[key] {
-                guard known.requestHash == hash else {
-                    throw AgentError(
-                        status: 422, code: "idempotency-key-reused",
-                        message: "Idempotency-Key '\(key)' was used for a different request (fault \(known.faultID)); "
-                            + "use a new key for a new fault", field: "Idempotency-Key")
-                }
-                EngineMetrics.idempotentReplay()
-                guard let lease = leases[known.faultID] else {
-                    throw AgentError.conflict(
-                        "Idempotency-Key '\(key)' already created fault \(known.faultID), which has ended and is no longer "
-                            + "listed; nothing was injected again")
-                }
-                return Submission(fault: lease.object, replayed: true)
-            }
+            if let replay = try replayed(key: key, hash: hash) { return .replay(replay) }
         }
         guard !request.kind.isEmpty else { throw AgentError.badRequest("kind is empty", field: "kind") }
         guard let driver = drivers[request.kind] else {
@@ -250,11 +329,34 @@ public actor LeaseEngine {
 
         var context = context
         context.heldClaims = claimHolders
-        context.livePlans = Dictionary(
-            uniqueKeysWithValues: leases.values.filter { $0.kind == request.kind && !$0.state.isFinal }.map { ($0.id, $0.plan) })
+        if driver.preparesFromLivePlans {
+            context.livePlans = Dictionary(
+                uniqueKeysWithValues: leases.values.filter { $0.kind == request.kind && !$0.state.isFinal }.map {
+                    ($0.id, $0.plan)
+                })
+        }
         context.ttl = ttl
-        let started = ContinuousClock.now
-        let prepared = try driver.prepare(spec: request.spec, context: context)
+        return .prepare(
+            Ticket(
+                driver: driver, context: context, ttl: ttl, heartbeat: heartbeat, labels: labels,
+                requestHash: requestHash, generation: generations[request.kind, default: 0], started: started))
+    }
+
+    /// Journals and applies a prepared fault. Nil when the driver's view of sibling plans went stale (prepare again).
+    private func commit(
+        _ request: FaultRequest, ticket: Ticket, prepared: PreparedFault, idempotencyKey: String?
+    ) async throws -> Submission? {
+        guard accepting else { throw AgentError.notReady("the agent is not accepting faults (starting up or shutting down)") }
+        if let key = idempotencyKey, let hash = ticket.requestHash, let replay = try replayed(key: key, hash: hash) {
+            return replay
+        }
+        if ticket.driver.preparesFromLivePlans, generations[request.kind, default: 0] != ticket.generation { return nil }
+        let driver = ticket.driver
+        let ttl = ticket.ttl
+        let heartbeat = ticket.heartbeat
+        let labels = ticket.labels
+        let requestHash = ticket.requestHash
+        let started = ticket.started
         let preparedAt = ContinuousClock.now
         for claim in prepared.claims {
             if let holder = claimHolders[claim] {
@@ -263,6 +365,7 @@ public actor LeaseEngine {
             }
         }
 
+        let context = ticket.context
         let id = Self.newID()
         let now = clock.now()
         var lease = Lease(
@@ -305,6 +408,7 @@ public actor LeaseEngine {
                 lease.plan = updated.plan
                 lease.target = updated.target
                 leases[id] = lease
+                generations[lease.kind, default: 0] &+= 1
                 var r = JournalRecord(type: .plan, id: id, at: clock.now())
                 r.plan = updated.plan
                 r.target = updated.target
@@ -507,7 +611,7 @@ public actor LeaseEngine {
         timerDeadline = next.deadline
         let clock = self.clock
         let deadline = next.deadline
-        timer = Task { [weak self] in
+        timer = Task(executorPreference: thread) { [weak self] in
             do { try await clock.sleep(until: deadline) } catch { return }
             await self?.fireDue()
         }
@@ -529,13 +633,14 @@ public actor LeaseEngine {
 
     private func startRevert(_ id: String, reason: String) -> Task<FaultObject, Never> {
         if let t = reverts[id] { return t }
-        let t = Task { await self.performRevert(id, reason: reason) }
+        // Preferring the engine's thread as task executor makes the driver's (nonisolated) revert run there too.
+        let t = Task(executorPreference: thread) { await self.performRevert(id, reason: reason) }
         reverts[id] = t
         return t
     }
 
     /// Reverts a lease through its driver. On failure the lease stays `reverting` and a retry is scheduled with
-    /// exponential backoff (100 ms doubling to 30 s): a fault is never dropped while any of it may remain.
+    /// backoff (50 ms doubling to 1 s): a fault is never dropped while any of it may remain.
     private func performRevert(
         _ id: String, reason: String, finalState: FaultState = .reverted, failure: String? = nil
     ) async -> FaultObject {
@@ -568,7 +673,9 @@ public actor LeaseEngine {
             lease.error = "revert failed (attempt \(lease.revertAttempts)): \((error as? AgentError)?.message ?? "\(error)")"
             leases[id] = lease
             EngineMetrics.revertFailed(kind: lease.kind)
-            let backoff = min(0.1 * pow(2, Double(min(lease.revertAttempts - 1, 10))), 30)
+            // Fast and flat: most revert failures are transient (EMFILE under a connection flood, EBUSY, EAGAIN), and a
+            // fault must not stay for tens of seconds after the cause went. 50 ms doubling to at most 1 s.
+            let backoff = min(0.05 * pow(2, Double(min(lease.revertAttempts - 1, 10))), 1)
             queue.schedule(id, at: clock.now().addingTimeInterval(backoff))
             rearm()
             emit(.revertFailed, lease.object)
@@ -584,6 +691,7 @@ public actor LeaseEngine {
         lease = leases[id] ?? lease
         let now = clock.now()
         lease.state = finalState
+        generations[lease.kind, default: 0] &+= 1
         lease.revertedAt = now
         lease.error = failure
         if lease.revertReason == nil { lease.revertReason = reason }
@@ -624,6 +732,11 @@ public actor LeaseEngine {
     static func ms(_ d: Duration) -> String { String(format: "%.3f", d.seconds * 1000) }
 
     private func insert(_ lease: Lease) {
+        generations[lease.kind, default: 0] &+= 1
+        if !busyWaiters.isEmpty {
+            busyWaiters.forEach { $0.resume() }
+            busyWaiters.removeAll()
+        }
         if leases[lease.id] == nil { order.append(lease.id) }
         leases[lease.id] = lease
         for c in lease.claims { claimHolders[c] = lease.id }

@@ -23,7 +23,7 @@ public struct AgentDaemonCommand: AsyncParsableCommand {
             Configuration: /etc/chaos-agent/agent.toml (see etc/agent.toml.example); flags override it.
             """,
         version: agentVersion,
-        subcommands: [Run.self, Reap.self, Worker.self],
+        subcommands: [Run.self, Reap.self, Worker.self, WatchdogCommand.self],
         defaultSubcommand: Run.self)
 
     public init() {}
@@ -74,13 +74,31 @@ struct Run: AsyncParsableCommand {
     @Option(help: ArgumentHelp("Unix socket to serve on (default /run/chaos-agent/agent.sock).", valueName: "path"))
     var socket: String?
 
+    @Option(
+        help: ArgumentHelp(
+            "Hang watchdog: revert every fault when the lease engine gives no sign of life for this long while any "
+                + "fault is active (a deadline that falls due gets 3s).", valueName: "duration"))
+    var hangTimeout: String = "15s"
+
+    @Flag(help: "Do not start the hang watchdog process (it reverts the faults of an agent that hangs or dies).")
+    var noWatchdog = false
+
+    func validate() throws {
+        guard let d = Units.parseDuration(hangTimeout), d >= .seconds(1), d <= .seconds(600) else {
+            throw ValidationError("--hang-timeout must be a duration from 1s to 10m, like 15s")
+        }
+    }
+
     func run() async throws {
         let logger = try common.makeLogger()
         var config: AgentConfig
         do { config = try common.load() } catch { throw CleanFailure("\(error)") }
         if let socket { config.socket = socket }
         let daemon: Daemon
-        do { daemon = try Daemon(config: config, logger: logger) } catch { throw CleanFailure("\(error)") }
+        // A reap that is reverting (the watchdog's, systemd's ExecStopPost) is waited for, not refused.
+        var acquire = StateDirLock.Acquire()
+        acquire.wait = .seconds(30)
+        do { daemon = try Daemon(config: config, logger: logger, acquire: acquire) } catch { throw CleanFailure("\(error)") }
         logger.notice(
             "starting",
             metadata: [
@@ -91,7 +109,10 @@ struct Run: AsyncParsableCommand {
         let report = await daemon.reconcile(accept: true)
         let left: [FaultObject]
         do {
-            left = try await daemon.serve(recovered: report.reverted.count)
+            var timeouts = HangTimeouts()
+            timeouts.hang = Units.parseDuration(hangTimeout)!.seconds
+            timeouts.dueSilence = min(timeouts.dueSilence, timeouts.hang)
+            left = try await daemon.serve(recovered: report.reverted.count, hangWatchdog: noWatchdog ? nil : timeouts)
         } catch {
             logger.critical("agent stopped with an error", metadata: ["error": "\(error)"])
             _ = await daemon.engine.shutdown()
@@ -115,11 +136,49 @@ struct Reap: AsyncParsableCommand {
     @Flag(help: "Print the result as JSON.")
     var json = false
 
+    @Option(
+        help: ArgumentHelp(
+            "Wait this long for another reap, or an agent that is exiting, to release the state directory.",
+            valueName: "seconds"))
+    var waitLock: Double = 10
+
+    @Flag(
+        help: ArgumentHelp(
+            "Take over from the agent holding the state directory if it is stopped (SIGSTOP): it is kept frozen while "
+                + "its faults are reverted from the journal, then killed."))
+    var takeOver = false
+
+    @Flag(help: "With --take-over: take over from the holding agent even when it is not stopped (it is frozen first).")
+    var force = false
+
+    @Option(help: ArgumentHelp("With --take-over: only if the holder is this pid.", valueName: "pid"))
+    var expectPid: Int32?
+
+    func validate() throws {
+        guard (0...600).contains(waitLock) else { throw ValidationError("--wait-lock must be 0...600 seconds") }
+        guard takeOver || (!force && expectPid == nil) else {
+            throw ValidationError("--force and --expect-pid only go with --take-over")
+        }
+    }
+
     func run() async throws {
         let logger = try common.makeLogger()
         let daemon: Daemon
-        do { daemon = try Daemon(config: try common.load(), logger: logger) } catch { throw CleanFailure("\(error)") }
+        var acquire = StateDirLock.Acquire()
+        acquire.wait = .milliseconds(Int64(waitLock * 1000))
+        acquire.takeOver = takeOver
+        acquire.force = force
+        acquire.expectPID = expectPid
+        do {
+            daemon = try Daemon(config: try common.load(), logger: logger, role: "reap", acquire: acquire)
+        } catch { throw CleanFailure("\(error)") }
+        if let frozen = daemon.lock.frozenHolder {
+            logger.warning(
+                "took over from a hung agent: it stays frozen while its faults are reverted, then it is killed",
+                metadata: ["event": "take-over", "agentPid": "\(frozen)"])
+        }
         let report = await daemon.reconcile(accept: false)
+        daemon.lock.release()
         if json {
             struct Out: Encodable {
                 var reverted: [FaultObject]

@@ -1,6 +1,7 @@
 import AgentAPI
 import AgentCore
 import AgentServer
+import CShims
 import Faults
 import Foundation
 import Logging
@@ -21,11 +22,14 @@ public final class Daemon: Sendable {
     let startedAt = Date()
 
     /// Locks the state directory, probes the host, opens the journal and builds the lease engine.
-    public init(config: AgentConfig, logger: Logger, clock: any AgentClock = SystemClock()) throws {
+    public init(
+        config: AgentConfig, logger: Logger, clock: any AgentClock = SystemClock(), role: String = "run",
+        acquire: StateDirLock.Acquire = .init()
+    ) throws {
         PrometheusMetrics.bootstrap()
         self.config = config
         self.logger = logger
-        lock = try StateDirLock(directory: config.stateDir)
+        lock = try StateDirLock(directory: config.stateDir, role: role, acquire: acquire)
         host = HostProbe.probe()
         // Under memory pressure the OOM killer takes stress workers (+1000) long before the agent, which must live
         // to revert every fault.
@@ -58,7 +62,7 @@ public final class Daemon: Sendable {
     }
 
     /// Serves the API until SIGTERM/SIGINT, then reverts every fault. Returns the faults that could not be reverted.
-    public func serve(recovered: Int) async throws -> [FaultObject] {
+    public func serve(recovered: Int, hangWatchdog: HangTimeouts? = nil) async throws -> [FaultObject] {
         let notifier = SystemdNotifier()
         let group = config.socketGroup.isEmpty ? nil : PeerAuthorizer.groupID(named: config.socketGroup)
         if group == nil && !config.socketGroup.isEmpty {
@@ -104,7 +108,46 @@ public final class Daemon: Sendable {
                 services: services,
                 gracefulShutdownSignals: [.sigterm, .sigint],
                 logger: logger))
+        let links = LockedValue<HangWatchdogLink?>(nil)
+        if let hangWatchdog {
+            links.set(
+                HangWatchdogLink.start(
+                    stateDir: config.stateDir, configPath: config.sourcePath, timeouts: hangWatchdog, logger: logger))
+        }
+        let beats = hangWatchdog.map { timeouts in
+            // On the engine's own thread: a beat proves that the thread every revert runs on is alive.
+            Task(executorPreference: engine.taskExecutor) { [logger, config] in
+                var lastStart = ContinuousClock.now
+                while !Task.isCancelled {
+                    let beat = await engine.watchdogBeat()
+                    if let l = links.get(),
+                        !l.beat(active: beat.active, nextDeadlineIn: beat.nextDeadlineIn, leaseNow: beat.now)
+                    {
+                        links.set(nil)
+                        logger.error("the hang watchdog is gone; starting a new one", metadata: ["event": "watchdog"])
+                    }
+                    if links.get() == nil, ContinuousClock.now - lastStart > .seconds(5) {
+                        lastStart = ContinuousClock.now
+                        links.set(
+                            HangWatchdogLink.start(
+                                stateDir: config.stateDir, configPath: config.sourcePath, timeouts: timeouts,
+                                logger: logger))
+                    }
+                    // Idle (nothing active, nothing scheduled): no beats and no wake-ups until a lease exists. The
+                    // watchdog then reads the journal instead, which names any fault applied since.
+                    if beat.active == 0 && beat.nextDeadlineIn == nil {
+                        await engine.waitUntilBusy()
+                    } else {
+                        try? await Task.sleep(for: timeouts.beatEvery)
+                    }
+                }
+            }
+        }
+        defer { beats?.cancel() }
         try await serviceGroup.run()
+        // Only a clean exit says goodbye; otherwise (faults left, an error, a crash) the watchdog reverts what the
+        // journal still holds once this process is gone.
+        if leases.pending.value.isEmpty { links.get()?.bye() }
         return leases.pending.value
     }
 }
@@ -218,25 +261,94 @@ struct StatusInfo: Sendable {
     }
 }
 
-/// An exclusive flock on `<state-dir>/agent.lock`, so two agents (or an agent and `reap`) never share a journal.
-final class StateDirLock: Sendable {
-    let fd: Int32
+/// An exclusive flock on `<state-dir>/agent.lock`, so two agents (or an agent and `reap`) never share a journal. The
+/// file names its holder: `<pid> run` or `<pid> reap`.
+public final class StateDirLock: Sendable {
+    /// How to get the lock when someone holds it.
+    public struct Acquire: Sendable {
+        /// How long to wait for a holder that is leaving (a `reap`, an agent that is exiting).
+        var wait: Duration = .zero
+        /// Take over from a holder that is stopped (SIGSTOP) or, with `force`, from any agent: it is frozen with
+        /// SIGSTOP, so it can change nothing while the journal is reverted in its place, and killed in `release`.
+        var takeOver = false
+        var force = false
+        /// Take over only from this pid (the watchdog names the agent it watched, never a newer one).
+        var expectPID: Int32?
 
-    init(directory: String) throws {
+        public init() {}
+    }
+
+    let fd: Int32
+    /// The holder this process froze to take over (killed once the journal is reverted).
+    let frozenHolder: Int32?
+
+    init(directory: String, role: String = "run", acquire: Acquire = Acquire()) throws {
         try FileManager.default.createDirectory(
             atPath: directory, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o750])
         let path = directory + "/agent.lock"
         fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
         guard fd >= 0 else { throw ConfigError("cannot open \(path): \(String(cString: strerror(errno)))") }
-        if flock(fd, LOCK_EX | LOCK_NB) != 0 {
-            let holder = (try? String(contentsOfFile: path, encoding: .utf8))?.trimmingCharacters(in: .whitespacesAndNewlines) ?? "?"
+        var frozen: Int32?
+        let waitUntil = ContinuousClock.now + acquire.wait
+        while flock(fd, LOCK_EX | LOCK_NB) != 0 {
+            let holder = Self.holder(path)
+            let state = holder.map { Self.processState($0.pid) } ?? nil
+            if acquire.takeOver, let h = holder, acquire.expectPID == nil || acquire.expectPID == h.pid,
+                h.role == "run", state == "T" || state == "t" || (acquire.force && state != nil && state != "Z")
+            {
+                // Freeze first: nothing the holder does can then race the revert; it dies in `release`.
+                let pidfd = cshim_pidfd_open(h.pid, 0)
+                if pidfd >= 0 {
+                    _ = cshim_pidfd_send_signal(pidfd, SIGSTOP)
+                    close(pidfd)
+                }
+                frozen = h.pid
+                break
+            }
+            let leaving = holder == nil || holder?.role == "reap" || state == nil || state == "Z" || state == "X"
+            if leaving && ContinuousClock.now < waitUntil {
+                usleep(50_000)
+                continue
+            }
             close(fd)
+            let who = holder.map { "pid \($0.pid)\($0.role == "reap" ? ", a reap" : "")" } ?? "pid ?"
             throw ConfigError(
-                "another chaos-agentd (pid \(holder)) owns the state directory \(directory); stop it first, or use another --state-dir")
+                "another chaos-agentd (\(who)) owns the state directory \(directory); stop it first, or use another "
+                    + "--state-dir (a running agent reverts what its journal holds by itself; `reap --take-over` "
+                    + "takes over from one that is stopped)")
         }
-        ftruncate(fd, 0)
-        let pid = "\(getpid())\n"
-        _ = pid.withCString { write(fd, $0, strlen($0)) }
+        frozenHolder = frozen
+        if frozen == nil {
+            ftruncate(fd, 0)
+            let line = "\(getpid()) \(role)\n"
+            _ = line.withCString { pwrite(fd, $0, strlen($0), 0) }
+        }
+    }
+
+    /// Kills a holder this process froze to take over, and waits until it is gone (its lock with it).
+    func release() {
+        guard let pid = frozenHolder else { return }
+        let pidfd = cshim_pidfd_open(pid, 0)
+        guard pidfd >= 0 else { return }
+        defer { close(pidfd) }
+        _ = cshim_pidfd_send_signal(pidfd, SIGKILL)
+        var p = pollfd(fd: pidfd, events: Int16(POLLIN), revents: 0)
+        _ = poll(&p, 1, 5000)
+    }
+
+    static func holder(_ path: String) -> (pid: Int32, role: String)? {
+        guard let text = try? String(contentsOfFile: path, encoding: .utf8) else { return nil }
+        let parts = text.split(whereSeparator: { $0 == " " || $0 == "\n" })
+        guard let first = parts.first, let pid = Int32(first), pid > 0 else { return nil }
+        return (pid, parts.count > 1 ? String(parts[1]) : "run")
+    }
+
+    /// The state letter of /proc/PID/stat (R, S, D, T, t, Z, ...), nil when there is no such process.
+    static func processState(_ pid: Int32) -> String? {
+        guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
+            let close = stat.lastIndex(of: ")")
+        else { return nil }
+        return stat[stat.index(after: close)...].split(separator: " ").first.map(String.init)
     }
 
     deinit { close(fd) }

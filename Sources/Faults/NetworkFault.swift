@@ -23,6 +23,7 @@ import Netlink
 /// changes to one tree never interleave.
 public struct NetworkDriver: FaultDriver {
     public let kind = "network"
+    public var preparesFromLivePlans: Bool { true }
     let host: HostFacts
     let logger: Logger
 

@@ -1,38 +1,20 @@
+import AgentCore
 import CShims
 import Cgroups
 import Foundation
 
 /// Starts stress workers from one thread that lives as long as the agent: PR_SET_PDEATHSIG fires when the *thread*
 /// that created a child exits, so spawning from a pool thread that may retire would kill workers early.
-final class WorkerSpawner: @unchecked Sendable {
+final class WorkerSpawner: Sendable {
     static let shared = WorkerSpawner()
 
-    private let condition = NSCondition()
-    private var jobs: [() -> Void] = []
+    /// One immortal thread (`BlockingPool` threads never retire).
+    private let thread = BlockingPool(name: "chaos-worker-spawner", threads: 1)
 
-    private init() {
-        let thread = Thread { [unowned self] in self.loop() }
-        thread.name = "chaos-worker-spawner"
-        thread.start()
-    }
-
-    private func loop() {
-        while true {
-            condition.lock()
-            while jobs.isEmpty { condition.wait() }
-            let job = jobs.removeFirst()
-            condition.unlock()
-            job()
-        }
-    }
+    private init() {}
 
     private func onThread<T: Sendable>(_ body: @escaping @Sendable () -> T) async -> T {
-        await withCheckedContinuation { (c: CheckedContinuation<T, Never>) in
-            condition.lock()
-            jobs.append { c.resume(returning: body()) }
-            condition.signal()
-            condition.unlock()
-        }
+        await thread.run(body)
     }
 
     struct Spawned: Sendable {

@@ -154,9 +154,9 @@ struct LeaseEngineTests {
         #expect(now.state == .reverting)
         #expect(now.revertAttempts == 1)
         #expect(now.error?.contains("device busy") == true)
-        // Backoff: 100 ms, then 200 ms, then 400 ms.
-        #expect(await e.armedDeadline == clock.now().addingTimeInterval(0.1))
-        for expected in [0.1, 0.2, 0.4] {
+        // Backoff: 50 ms, then 100 ms, then 200 ms (capped at 1 s).
+        #expect(await e.armedDeadline == clock.now().addingTimeInterval(0.05))
+        for expected in [0.05, 0.1, 0.2] {
             clock.advance(by: expected)
             await e.fireDue()
             await e.settle()

@@ -253,7 +253,8 @@ class LineReader:
 class Daemon:
     """A real chaos-agentd with its own socket, state dir and config under a private temp dir."""
 
-    def __init__(self, workdir: Path, config: str = "", name: str = "a"):
+    def __init__(self, workdir: Path, config: str = "", name: str = "a", args: tuple[str, ...] = ()):
+        self.args = tuple(args)
         self.dir = workdir / f"agent-{name}"
         self.dir.mkdir(mode=0o755, parents=True, exist_ok=True)
         os.chmod(self.dir, 0o755)
@@ -272,7 +273,7 @@ class Daemon:
 
     def command(self) -> list[str]:
         return [str(AGENTD), "run", "--socket", self.socket, "--state-dir", self.state_dir,
-                "--config", str(self.config_path)]
+                "--config", str(self.config_path), *self.args]
 
     def spawn(self):
         """Starts the daemon without waiting for it."""
@@ -315,8 +316,33 @@ class Daemon:
         self.exit_codes.append(rc)
         return rc
 
-    def kill9(self):
+    def watchdog_pid(self) -> int | None:
+        """The agent's hang watchdog process (a child running `chaos-agentd watchdog`), if any."""
         assert self.proc is not None
+        kids: list[int] = []
+        for task in Path(f"/proc/{self.proc.pid}/task").glob("*"):
+            try:
+                kids += [int(x) for x in (task / "children").read_text().split()]
+            except OSError:
+                pass
+        for k in kids:
+            try:
+                argv = Path(f"/proc/{k}/cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if len(argv) > 1 and argv[1] == b"watchdog":
+                return k
+        return None
+
+    def kill9(self, watchdog: bool = True):
+        """SIGKILL the agent. By default its hang watchdog dies first, as when systemd's final SIGKILL or the OOM
+        killer takes the whole group: what is left to recover is the journal (reap, restart). `watchdog=False` leaves
+        the watchdog alive, which then reverts everything by itself."""
+        assert self.proc is not None
+        if watchdog:
+            wd = self.watchdog_pid()
+            if wd is not None:
+                os.kill(wd, signal.SIGKILL)
         self.proc.kill()
         self.proc.wait(timeout=10)
         self.exit_codes.append(self.proc.returncode)
@@ -357,9 +383,9 @@ class Daemon:
         assert r.rc == 0, str(r)
         return r.json
 
-    def reap(self, timeout: float = 30) -> CtlResult:
-        p = subprocess.run([str(AGENTD), "reap", "--state-dir", self.state_dir], capture_output=True, text=True,
-                           timeout=timeout, stdin=subprocess.DEVNULL)
+    def reap(self, *args: str, timeout: float = 30) -> CtlResult:
+        p = subprocess.run([str(AGENTD), "reap", "--state-dir", self.state_dir, *args], capture_output=True,
+                           text=True, timeout=timeout, stdin=subprocess.DEVNULL)
         return CtlResult(p.returncode, p.stdout, p.stderr)
 
 

@@ -51,8 +51,9 @@ def make_agent(workdir, victims):
     """
     daemons: list[Daemon] = []
 
-    def make(config: str = DEFAULT_CONFIG, name: str | None = None, start: bool = True) -> Daemon:
-        d = Daemon(workdir, config, name or chr(ord("a") + len(daemons)))
+    def make(config: str = DEFAULT_CONFIG, name: str | None = None, start: bool = True,
+             args: tuple[str, ...] = ()) -> Daemon:
+        d = Daemon(workdir, config, name or chr(ord("a") + len(daemons)), args=args)
         daemons.append(d)
         if start:
             d.start()

@@ -29,3 +29,7 @@ pid_t cshim_spawn_in_cgroup(const char *path, char *const argv[], int cgroup_fd,
 int cshim_fallocate(int fd, long long offset, long long length);
 /// prctl(PR_SET_NO_NEW_PRIVS, 1): 0 or -1 with errno set.
 int cshim_no_new_privs(void);
+/// fork + exec of `path` with `argv` as a process of its own (own process group, so a terminal's Ctrl-C does not reach
+/// it; default signal dispositions and an empty mask), `stdin_fd` as its standard input, every fd above 2 closed. Only
+/// async-signal-safe calls between fork and exec. Returns the pid or -1 with errno set.
+pid_t cshim_spawn_detached(const char *path, char *const argv[], int stdin_fd);

@@ -55,15 +55,17 @@ for spec in "50% 1 0.50" "30% 2 0.60"; do
 done
 assert_eq -900 "$(cat "/proc/$AGENT_PID/oom_score_adj")" "agent oom_score_adj"
 
-# --- renew reaches the worker: a 4 s fault renewed to 30 s still has its worker (and its CPU) after the first
-# deadline plus the worker's 5 s grace.
-id=$(ctl inject cpu --load 20% --cpus 1 --ttl 4s) || fail "inject cpu (renew) exited $?"
+# --- renew reaches the worker: a 15 s fault renewed to 60 s still has its worker (and its CPU) after the first
+# deadline plus the worker's 5 s grace. The first TTL leaves the CLI ample time to renew under TCG (a 4 s one once
+# expired before the renew arrived on a loaded CI machine); the wait is for the worker's old deadline to pass.
+t0=$(date +%s)
+id=$(ctl inject cpu --load 20% --cpus 1 --ttl 15s) || fail "inject cpu (renew) exited $?"
 f=$(ctl --json get "$id"); cg=$(jq -r .target.cgroup <<<"$f"); wpid=$(jq -r .target.pid <<<"$f")
-ctl renew "$id" --ttl 30s >/dev/null || fail "renew exited $?"
-sleep 11
+ctl renew "$id" --ttl 60s >/dev/null || fail "renew exited $?"
+left=$(( t0 + 15 + 5 + 2 - $(date +%s) )); [ "$left" -le 0 ] || sleep "$left"
 alive "$wpid" || fail "the worker of a renewed cpu fault ended at its first deadline"
 got=$(share "$cg" 2)
-log "renewed cpu fault: worker $wpid alive 11 s after a 4 s TTL renewed to 30 s, delivering $got CPUs (target 0.20)"
+log "renewed cpu fault: worker $wpid alive 22 s after a 15 s TTL renewed to 60 s, delivering $got CPUs (target 0.20)"
 awk -v g="$got" 'BEGIN { exit !(g > 0.15) }' || fail "the renewed fault's worker delivers only $got CPUs"
 ctl revert "$id" >/dev/null || fail "revert $id"
 wait_for "! kill -0 $wpid 2>/dev/null" 5 || fail "worker $wpid still exists after revert"
