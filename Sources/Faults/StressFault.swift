@@ -319,9 +319,15 @@ public struct StressDriver: FaultDriver {
     static func removeFiles(prefix: String) throws -> [String] {
         let dir = (prefix as NSString).deletingLastPathComponent
         let start = (prefix as NSString).lastPathComponent
-        guard start.hasPrefix(WorkerArguments.ioFilePrefix) else { return [] }
+        // Only names this driver makes, in a directory named without control bytes (a NUL would cut the name short).
+        guard start.hasPrefix(WorkerArguments.ioFilePrefix), start.count > WorkerArguments.ioFilePrefix.count,
+            prefix.hasPrefix("/"), ResourcePaths.controlByte(in: prefix) == nil
+        else { return [] }
         var removed: [String] = []
         for name in ((try? FileManager.default.contentsOfDirectory(atPath: dir)) ?? []).sorted() where name.hasPrefix(start) {
+            // Only regular files: a worker creates nothing else, so a directory or link there is not ours.
+            var st = stat()
+            guard lstat(dir + "/" + name, &st) == 0, st.st_mode & S_IFMT == S_IFREG else { continue }
             if unlink(dir + "/" + name) != 0 && errno != ENOENT {
                 throw AgentError.failed("cannot remove \(dir)/\(name): \(String(cString: strerror(errno)))")
             }
