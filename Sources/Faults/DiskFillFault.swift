@@ -72,15 +72,16 @@ public struct DiskFillDriver: FaultDriver {
         return (total, available)
     }
 
-    /// Refuses a fill of `bytes` on a memory-backed file system unless allowed, and then unless the memory reserve
-    /// stays available.
-    func checkMemoryBacked(_ path: String, _ space: Space, bytes: UInt64, field: String) throws {
+    /// Refuses a fill on a memory-backed file system unless allowed, and then (given `bytes`) unless the memory
+    /// reserve stays available.
+    func checkMemoryBacked(_ path: String, _ space: Space, bytes: UInt64? = nil, field: String = "spec.size") throws {
         guard let name = Self.memoryBackedTypes[space.fsType] else { return }
         guard allowMemoryBacked else {
             throw AgentError.refused(
                 "\(path) is on \(name) (statfs f_type 0x\(String(space.fsType, radix: 16))): its blocks are memory, not "
                     + "disk, so filling it takes RAM; refused unless [disk-fill] allow-memory-backed = true", field: "spec.path")
         }
+        guard let bytes else { return }
         guard let mem = Self.memInfo(memInfoPath) else {
             throw AgentError.refused("\(path) is memory-backed and \(memInfoPath) cannot be read to bound the fill", field: field)
         }
@@ -131,6 +132,7 @@ public struct DiskFillDriver: FaultDriver {
         if space.readOnly {
             throw AgentError.refused("\(path) is on a read-only file system", field: "spec.path")
         }
+        try checkMemoryBacked(path, space)
         let bytes: UInt64
         if let sizeText {
             guard let n = Units.parseSize(sizeText), n > 0 else {
