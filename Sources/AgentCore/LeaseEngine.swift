@@ -729,7 +729,8 @@ public actor LeaseEngine {
     }
 
     private func appendOrFail(_ r: JournalRecord) throws {
-        do { try journal.append(r) } catch { throw AgentError.failed("cannot write the journal: \(error)") }
+        // [g-store] an unwritable journal is 507 state-not-writable (was 500), as for new faults.
+        do { try journal.append(r) } catch { throw AgentError.stateNotWritable("state dir not writable: \(error)") }
     }
 
     private func journalBestEffort(_ r: JournalRecord) {

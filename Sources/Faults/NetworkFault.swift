@@ -461,6 +461,20 @@ public struct NetworkDriver: FaultDriver {
         return qdiscs.contains { $0.handle != handle && TCHandle.major($0.parent) == m.rootMajor && m.slot(ofHandle: $0.handle) != nil }
     }
 
+    /// Re-creates a snapshotted root: nil when the kernel took it, the kernel's refusal when retrying cannot change it
+    /// (EINVAL, ENOENT: no such kind, EOPNOTSUPP); other errors are thrown.
+    static func putBack(_ snap: Qdisc, mode: QdiscMode, _ nl: RTNetlink) throws -> NetlinkError? {
+        let refusal: NetlinkError
+        do {
+            try nl.addQdisc(raw: snap, mode: mode)
+            return nil
+        } catch {
+            refusal = error  // typed: addQdisc throws only NetlinkError
+        }
+        guard [EINVAL, ENOENT, EOPNOTSUPP].contains(refusal.errno) else { throw AgentError.failed("\(refusal)") }
+        return refusal
+    }
+
     /// The last fault on an egress tree: delete our root and bring back the snapshot, byte for byte.
     static func restoreRoot(_ plan: Plan, _ nl: RTNetlink) throws {
         let m = plan.treeMarks
@@ -471,7 +485,19 @@ public struct NetworkDriver: FaultDriver {
         if let snap = plan.snapshot {
             let now = try call { try nl.qdiscs(ifindex: plan.ifindex) }.first(where: { $0.isRoot })
             if now?.handle != snap.handle || now?.kind != snap.kind {
-                try call { try nl.addQdisc(raw: snap, mode: now?.isKernelDefault ?? true ? .exclusive : .replace) }
+                let mode: QdiscMode = now?.isKernelDefault ?? true ? .exclusive : .replace
+                if let e = try putBack(snap, mode: mode, nl) {
+                    // The kernel refuses the old root itself (its kind is gone after a kernel change, its options
+                    // are invalid now): retrying can never help. Once our tree is proven gone the lease ends as
+                    // failed, loudly, instead of retrying for ever.
+                    let root = try call { try nl.qdiscs(ifindex: plan.ifindex) }.first(where: { $0.isRoot })
+                    if let root, TCHandle.major(root.handle) == m.rootMajor { throw AgentError.failed("\(e)") }
+                    let current = root.map { "\($0.kind) \(TCHandle.describe($0.handle))" } ?? "the kernel default"
+                    throw PermanentRevertFailure(
+                        "the fault's tree on \(plan.interface) is removed, but its previous root \(snap.kind) "
+                            + "\(TCHandle.describe(snap.handle)) cannot be put back (\(e)); \(plan.interface) has \(current) "
+                            + "now: restore it by hand")
+                }
             }
             let restored = try call { try nl.qdiscs(ifindex: plan.ifindex) }.first(where: { $0.isRoot })
             guard let r = restored, r.kind == snap.kind, r.handle == snap.handle, r.rawOptions == snap.rawOptions else {

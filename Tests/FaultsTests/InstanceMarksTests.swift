@@ -93,3 +93,36 @@ import Testing
         #expect(try AgentInstance.load(stateDir: c, claimsDir: claims).tcMajor == AgentInstance.derive(stateDir: c).tcMajor)
     }
 }
+
+/// A revert whose last step the kernel refuses for good (the previous root's kind is unknown to it) ends as a
+/// permanent failure once the fault's own tree is proven gone, instead of failing the same way for ever.
+@Suite(.serialized, .enabled(if: geteuid() == 0 && FileManager.default.isExecutableFile(atPath: "/usr/sbin/ip"), "needs root and ip"))
+struct PermanentNetworkRevertTests {
+    @Test func aPreviousRootTheKernelRefusesEndsAsAPermanentFailureWithNothingOfOursLeft() throws {
+        let name = "catest\(UInt32.random(in: 0...UInt32.max))"
+        func run(_ args: [String]) throws {
+            let p = Process()
+            p.executableURL = URL(fileURLWithPath: "/usr/sbin/ip")
+            p.arguments = args
+            try p.run()
+            p.waitUntilExit()
+        }
+        try run(["netns", "add", name])
+        defer { try? run(["netns", "del", name]) }
+        try run(["-n", name, "link", "add", "a0", "type", "veth", "peer", "name", "a1"])
+        try run(["-n", name, "link", "set", "a0", "up"])
+        let nl = try RTNetlink(namespace: .named(name))
+        let a0 = try #require(try nl.linkIndex(named: "a0"))
+        // Our (legacy-marked) root stands for the fault's tree (this kernel has no prio).
+        try nl.addQdisc(
+            ifindex: a0, parent: TCHandle.root, handle: NetworkDriver.rootHandle,
+            options: .tbf(TBF(rate: 1_000_000, burst: 10_000, limit: .bytes(100_000))), mode: .exclusive)
+        let gone = Qdisc(ifindex: a0, handle: 0x10_0000, parent: TCHandle.root, kind: "no-such-qdisc")
+        let plan = NetworkDriver.Plan(
+            namespace: .named(name), namespaceInode: 0, interface: "a0", ifindex: a0, ingress: false, slot: 0,
+            selector: TrafficSelector(), snapshot: gone, netem: nil, tbf: nil, rules: [], excludedPorts: [])
+        #expect(throws: PermanentRevertFailure.self) { try NetworkDriver.restoreRoot(plan, nl) }
+        let root = try nl.qdiscs(ifindex: a0).first { $0.isRoot }
+        #expect(root.map { TCHandle.major($0.handle) } != NetworkDriver.rootMajor)
+    }
+}
