@@ -86,7 +86,7 @@ public struct AgentInstance: Codable, Sendable, Equatable {
 
     /// This state directory's instance: the one persisted in `<stateDir>/instance.json`, or a new one (its preferred
     /// block, or the next one no other live instance claimed), persisted. `claimsDir` nil: no claims (tests).
-    public static func load(stateDir: String, claimsDir: String? = defaultClaimsDir) throws -> AgentInstance {
+    public static func load(stateDir: String, claimsDir: String? = defaultClaimsDir) -> AgentInstance {
         let file = stateDir + "/instance.json"
         if let data = FileManager.default.contents(atPath: file),
             let known = try? JSONDecoder().decode(AgentInstance.self, from: data), known.stateDir == stateDir,
@@ -107,10 +107,13 @@ public struct AgentInstance: Codable, Sendable, Equatable {
                 }
             }
         }
-        try FileManager.default.createDirectory(atPath: stateDir, withIntermediateDirectories: true)
-        let data = try JSONEncoder().encode(instance)
-        guard FileManager.default.createFile(atPath: file + ".tmp", contents: data), rename(file + ".tmp", file) == 0 else {
-            throw ConfigError("cannot write \(file): \(String(cString: strerror(errno)))")
+        // Best effort: a state dir that cannot be written (full) must not keep the agent from starting and reverting;
+        // the marks are derived the same way next time (the claim file, if any, names this state dir).
+        try? FileManager.default.createDirectory(atPath: stateDir, withIntermediateDirectories: true)
+        if let data = try? JSONEncoder().encode(instance),
+            !FileManager.default.createFile(atPath: file + ".tmp", contents: data) || rename(file + ".tmp", file) != 0
+        {
+            unlink(file + ".tmp")
         }
         return instance
     }

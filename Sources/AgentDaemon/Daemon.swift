@@ -34,7 +34,7 @@ public final class Daemon: Sendable {
         try? "-900".write(toFile: "/proc/self/oom_score_adj", atomically: false, encoding: .utf8)
         let journal = try Journal(directory: config.stateDir)
         // The marks on what this instance installs (persisted in the state dir): reconciling removes only its own.
-        instance = try AgentInstance.load(stateDir: config.stateDir)
+        instance = AgentInstance.load(stateDir: config.stateDir)
         let drivers = FaultCatalog.standard(
             protectedProcesses: config.protectedProcesses, host: host, logger: logger,
             networkClassifier: config.networkClassifier,

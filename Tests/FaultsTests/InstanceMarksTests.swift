@@ -73,14 +73,14 @@ import Testing
     @Test func loadPersistsTheInstanceAndClaimsAFreeBlock() throws {
         let claims = try tempDir()
         let a = try tempDir(), b = try tempDir()
-        let first = try AgentInstance.load(stateDir: a, claimsDir: claims)
+        let first = AgentInstance.load(stateDir: a, claimsDir: claims)
         #expect(FileManager.default.fileExists(atPath: a + "/instance.json"))
-        #expect(try AgentInstance.load(stateDir: a, claimsDir: claims) == first)  // stable across restarts
+        #expect(AgentInstance.load(stateDir: a, claimsDir: claims) == first)  // stable across restarts
         // b's preferred block is taken by a (as if the hashes collided): b gets the next free one.
         let claimFile = claims + "/" + String(format: "%04x", AgentInstance.derive(stateDir: b).tcMajor)
         try? FileManager.default.removeItem(atPath: claimFile)
         try a.write(toFile: claimFile, atomically: true, encoding: .utf8)
-        let second = try AgentInstance.load(stateDir: b, claimsDir: claims)
+        let second = AgentInstance.load(stateDir: b, claimsDir: claims)
         #expect(second.tcMajor != AgentInstance.derive(stateDir: b).tcMajor)
         #expect(second.tcMajor != first.tcMajor)
         #expect(AgentInstance.isAgentRootMajor(second.tcMajor))
@@ -90,7 +90,7 @@ import Testing
         let cFile = claims + "/" + String(format: "%04x", AgentInstance.derive(stateDir: c).tcMajor)
         try? FileManager.default.removeItem(atPath: cFile)
         try gone.write(toFile: cFile, atomically: true, encoding: .utf8)
-        #expect(try AgentInstance.load(stateDir: c, claimsDir: claims).tcMajor == AgentInstance.derive(stateDir: c).tcMajor)
+        #expect(AgentInstance.load(stateDir: c, claimsDir: claims).tcMajor == AgentInstance.derive(stateDir: c).tcMajor)
     }
 }
 

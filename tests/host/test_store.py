@@ -189,3 +189,21 @@ def test_memory_backed_fill_when_allowed_is_bounded_by_the_memory_reserve(make_a
         agent.http("DELETE", f"/v1/faults/{r.json['id']}")
     finally:
         sh("umount", "-l", str(private), check=False)
+
+
+def test_an_agent_restarted_on_a_full_state_dir_still_reverts(small_state, victims):
+    agent = small_state
+    agent.start()
+    child = victims.spawn()
+    r = agent.http("POST", "/v1/faults", pause_request(child.pid))
+    assert r.status == 201, (r.status, r.body)
+    agent.kill9()
+    (Path(agent.state_dir) / "instance.json").unlink()  # even its marks must be rewritten: they cannot be
+    filler = fill_up(Path(agent.state_dir))
+    agent.start()
+    assert is_running(child.pid)
+    # With room again new faults work.
+    filler.unlink()
+    again = victims.spawn()
+    r = agent.http("POST", "/v1/faults", pause_request(again.pid))
+    assert r.status == 201, (r.status, r.body)
