@@ -23,6 +23,9 @@ public struct AgentConfig: Sendable, Equatable {
     public var metricsListen: ListenAddress?
     /// Free space a `disk-fill` must leave on its file system, and memory a `memory` fault must leave available.
     public var resourceReserve: UInt64 = 64 << 20
+    /// `[disk-fill] allow-memory-backed`: disk-fill on tmpfs, devtmpfs, ramfs (RAM, not disk) is refused unless true;
+    /// then it is bounded by a memory reserve (max of 10% of MemTotal and 256 MiB stays available).
+    public var diskFillAllowMemoryBacked = false
 
     /// The file this configuration was read from (nil: all defaults); SIGHUP re-reads it for `[remote.roles]`.
     public var sourcePath: String?
@@ -54,7 +57,7 @@ public struct AgentConfig: Sendable, Equatable {
             throw ConfigError("\(source): \(e.description) at line \(e.source.begin.line), column \(e.source.begin.column)")
         }
         var c = AgentConfig()
-        try checkKeys(table, allowed: ["agent", "policy", "network", "remote", "metrics"], section: nil, source: source)
+        try checkKeys(table, allowed: ["agent", "policy", "network", "remote", "metrics", "disk-fill"], section: nil, source: source)
         if let remote = try section(table, "remote", source) {
             c.remote = try RemoteConfig.parse(remote, source: source)
         }
@@ -110,6 +113,15 @@ public struct AgentConfig: Sendable, Equatable {
                     throw ConfigError("\(source): [policy] resource-reserve '\(v)' is not a size (e.g. \"64MiB\", \"1GiB\")")
                 }
                 c.resourceReserve = n
+            }
+        }
+        if let fill = try section(table, "disk-fill", source) {
+            try checkKeys(fill, allowed: ["allow-memory-backed"], section: "disk-fill", source: source)
+            if let v = fill["allow-memory-backed"] {
+                guard let b = v.bool else {
+                    throw ConfigError("\(source): [disk-fill] allow-memory-backed must be true or false")
+                }
+                c.diskFillAllowMemoryBacked = b
             }
         }
         if let network = try section(table, "network", source) {

@@ -46,6 +46,11 @@ public struct AgentError: Error, Sendable, Equatable, CustomStringConvertible {
     public static func notReady(_ message: String) -> AgentError {
         AgentError(status: 503, code: "not-ready", message: message)
     }
+    /// 507: the state directory cannot be written (full, read-only, failing), so no fault can be journaled and none is
+    /// applied; reverts go on.
+    public static func stateNotWritable(_ message: String) -> AgentError {
+        AgentError(status: 507, code: "state-not-writable", message: message)
+    }
     /// 500: the kernel or the host said no to something that should have worked.
     public static func failed(_ message: String) -> AgentError {
         AgentError(status: 500, code: "apply-failed", message: message)

@@ -82,3 +82,13 @@ extension FaultDriver {
     public func extend(plan: JSONValue, until: Date) throws {}
     public var preparesFromLivePlans: Bool { false }
 }
+
+/// A revert that retrying can never make succeed (the kernel refuses the request itself as invalid, the plan names
+/// something the driver could never have created). A driver throws it only once it has made sure none of its fault
+/// remains; the engine then ends the lease as `failed` with this reason, loudly, instead of retrying for ever. (A plan
+/// this version cannot decode is handled the same way by the engine, after sweeping what no other lease explains.)
+public struct PermanentRevertFailure: Error, Sendable, CustomStringConvertible {
+    public var reason: String
+    public init(_ reason: String) { self.reason = reason }
+    public var description: String { reason }
+}

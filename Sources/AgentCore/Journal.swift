@@ -3,6 +3,10 @@ import CoreMetrics
 import Foundation
 import Synchronization
 
+#if canImport(Glibc)
+import Glibc
+#endif
+
 /// One line of the journal. Intent records carry everything a revert needs; later records change one lease.
 public struct JournalRecord: Codable, Sendable, Equatable {
     public enum RecordType: String, Codable, Sendable {
@@ -126,10 +130,34 @@ public struct JournalReplay: Sendable {
     public var unreverted: [JournaledLease] { leases.filter { !$0.state.isFinal } }
 }
 
+/// The system calls the journal writes through; tests replace them to inject ENOSPC, EIO and short writes.
+public struct JournalIO: Sendable {
+    public var write: @Sendable (Int32, UnsafeRawPointer, Int) -> Int
+    public var fdatasync: @Sendable (Int32) -> Int32
+    public var ftruncate: @Sendable (Int32, off_t) -> Int32
+
+    public init(
+        write: @escaping @Sendable (Int32, UnsafeRawPointer, Int) -> Int,
+        fdatasync: @escaping @Sendable (Int32) -> Int32,
+        ftruncate: @escaping @Sendable (Int32, off_t) -> Int32
+    ) {
+        self.write = write
+        self.fdatasync = fdatasync
+        self.ftruncate = ftruncate
+    }
+
+    public static let system = JournalIO(
+        write: { fd, p, n in Glibc.write(fd, p, n) }, fdatasync: { Glibc.fdatasync($0) },
+        ftruncate: { Glibc.ftruncate($0, $1) })
+}
+
 /// An append-only, fsync'd, checksummed journal of lease intents and state changes under the state directory.
 ///
 /// Each line is `CRC32HEX JSON\n`. A torn or corrupt line (power cut mid-write, a flipped bit) is skipped and
-/// reported; every good line, before and after it, is kept. The file is compacted (rewritten with only the leases
+/// reported; every good line, before and after it, is kept (a good record glued to a torn fragment is found inside
+/// it). An append that fails (ENOSPC, EIO, a short write, a failed fdatasync) is cut back off the file (ftruncate to
+/// the last good offset), so the file holds exactly the good lines it held before; if even that fails the journal is
+/// `broken` and refuses appends (each tries the repair again first) until the file is whole again. The file is compacted (rewritten with only the leases
 /// that may still be on the host, then atomically renamed) when it has grown past `compactAfter` records.
 public final class Journal: Sendable {
     public let path: String
@@ -143,21 +171,30 @@ public final class Journal: Sendable {
         var live: [String: JournaledLease]
         var order: [String]
         var keys: [String: IdempotencyEntry] = [:]
+        /// The file's length after the last good line: a failed append is truncated back to it.
+        var goodOffset: off_t = 0
+        /// Set when a failed append could not be cut back off the file; appends refuse until a repair works.
+        var broken: String?
     }
     private let state: Mutex<State>
+    private let io: JournalIO
 
     /// Opens (creating if needed) the journal in `directory` and replays it.
     public init(
-        directory: String, compactAfter: Int = 4096, keyRetention: TimeInterval = 24 * 3600, maxKeys: Int = 10_000
+        directory: String, compactAfter: Int = 4096, keyRetention: TimeInterval = 24 * 3600, maxKeys: Int = 10_000,
+        io: JournalIO = .system
     ) throws {
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         path = directory + "/journal.log"
         self.compactAfter = compactAfter
         self.keyRetention = keyRetention
         self.maxKeys = maxKeys
+        self.io = io
         let fd = open(path, O_RDWR | O_CREAT | O_APPEND | O_CLOEXEC, 0o600)
         guard fd >= 0 else { throw JournalError.io("open \(path)", errno) }
-        state = Mutex(State(fd: fd, records: 0, live: [:], order: []))
+        var st = stat()
+        let size = fstat(fd, &st) == 0 ? st.st_size : 0
+        state = Mutex(State(fd: fd, records: 0, live: [:], order: [], goodOffset: size))
     }
 
     deinit {
@@ -177,17 +214,25 @@ public final class Journal: Sendable {
         var keys: [String: IdempotencyEntry] = [:]
         let decoder = WireCoding.decoder()
         var start = data.startIndex
+        var records: [JournalRecord] = []
         while start < data.endIndex {
             let end = data[start...].firstIndex(of: UInt8(ascii: "\n"))
             let line = data[start..<(end ?? data.endIndex)]
             start = end.map { $0 + 1 } ?? data.endIndex
-            guard end != nil, let record = Self.decodeLine(line, decoder: decoder) else {
-                if !line.isEmpty || end == nil {
-                    bad += 1
-                    badBytes += line.count + (end == nil ? 0 : 1)
-                }
+            if end != nil, let record = Self.decodeLine(line, decoder: decoder) {
+                records.append(record)
                 continue
             }
+            // A bad line never swallows a good one: a torn fragment (no newline) followed by a whole record reads as
+            // one line, so look for a good record starting later inside it.
+            let (found, skipped) = end == nil ? (nil, line.count) : Self.recover(line, decoder: decoder)
+            if skipped > 0 || (end == nil && !line.isEmpty) {
+                bad += 1
+                badBytes += skipped
+            }
+            if let found { records.append(found) }
+        }
+        for record in records {
             good += 1
             if let entry = Self.keyEntry(record) { keys[entry.key] = entry }
             if record.type == .key { continue }
@@ -207,7 +252,12 @@ public final class Journal: Sendable {
         }
         // A lease whose apply failed never took effect: its key is free for a retry.
         keys = keys.filter { leases[$0.value.faultID]?.state != .failed }
+        // A torn tail (no newline: a write cut short by a crash) is cut off, so the next append starts a line.
+        let whole = off_t(data.lastIndex(of: UInt8(ascii: "\n")).map { $0 - data.startIndex + 1 } ?? 0)
         let kept = state.withLock { s in
+            if whole < off_t(data.count), io.ftruncate(s.fd, whole) == 0 { _ = io.fdatasync(s.fd) }
+            var st = stat()
+            s.goodOffset = fstat(s.fd, &st) == 0 ? st.st_size : whole
             s.records = good
             s.live = leases.filter { !$0.value.state.isFinal }
             s.order = order.filter { s.live[$0] != nil }
@@ -222,15 +272,34 @@ public final class Journal: Sendable {
         return replay
     }
 
-    /// Appends one record and fsyncs it before returning.
+    /// Appends one record and fsyncs it before returning. On any failure the file is cut back to what it was before
+    /// (the error is thrown); if that cut fails too the journal is `broken` and refuses appends until a repair works.
     public func append(_ record: JournalRecord) throws {
         let line = try Self.encodeLine(record)
         try state.withLock { s in
-            try Self.writeAll(fd: s.fd, line)
-            let started = ContinuousClock.now
-            guard fdatasync(s.fd) == 0 else { throw JournalError.io("fdatasync \(path)", errno) }
-            CoreMetrics.Timer(label: "chaos_agent_journal_fsync_duration_seconds")
-                .recordNanoseconds(EngineMetrics.nanoseconds(ContinuousClock.now - started))
+            if let why = s.broken {
+                // Try the repair again: the disk may have room now, or the error may have passed.
+                guard io.ftruncate(s.fd, s.goodOffset) == 0, io.fdatasync(s.fd) == 0 else {
+                    throw JournalError.broken(path, why)
+                }
+                s.broken = nil
+            }
+            do {
+                try writeAll(fd: s.fd, line)
+                let started = ContinuousClock.now
+                guard io.fdatasync(s.fd) == 0 else { throw JournalError.io("fdatasync \(path)", errno) }
+                CoreMetrics.Timer(label: "chaos_agent_journal_fsync_duration_seconds")
+                    .recordNanoseconds(EngineMetrics.nanoseconds(ContinuousClock.now - started))
+            } catch {
+                // Nothing of this record may stay: a fragment would glue the next record onto itself.
+                if io.ftruncate(s.fd, s.goodOffset) != 0 {
+                    s.broken = "\(error); truncating back to \(s.goodOffset) bytes failed too: \(String(cString: strerror(errno)))"
+                    throw JournalError.broken(path, s.broken!)
+                }
+                _ = io.fdatasync(s.fd)
+                throw error
+            }
+            s.goodOffset += off_t(line.count)
             s.records += 1
             if let entry = Self.keyEntry(record) {
                 s.keys[entry.key] = entry
@@ -248,7 +317,8 @@ public final class Journal: Sendable {
                 }
             }
             if s.records >= compactAfter + s.keys.count && s.records > 4 * max(s.live.count + s.keys.count, 1) {
-                try compactLocked(&s)
+                // The record is durable: a compaction that fails (no space for the copy) must not make it look lost.
+                try? compactLocked(&s)
             }
         }
     }
@@ -257,6 +327,9 @@ public final class Journal: Sendable {
     public func compact() throws {
         try state.withLock { try compactLocked(&$0) }
     }
+
+    /// Why appends are refused (a failed append could not be cut back off the file), or nil.
+    public var brokenReason: String? { state.withLock { $0.broken } }
 
     /// Number of records in the file now.
     public var recordCount: Int { state.withLock { $0.records } }
@@ -301,19 +374,26 @@ public final class Journal: Sendable {
         let fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
         guard fd >= 0 else { throw JournalError.io("open \(tmp)", errno) }
         do {
-            try Self.writeAll(fd: fd, body)
-            guard fsync(fd) == 0 else { throw JournalError.io("fsync \(tmp)", errno) }
+            try writeAll(fd: fd, body)
+            guard io.fdatasync(fd) == 0 else { throw JournalError.io("fsync \(tmp)", errno) }
         } catch {
             close(fd)
+            unlink(tmp)
             throw error
         }
         close(fd)
-        guard rename(tmp, path) == 0 else { throw JournalError.io("rename \(tmp)", errno) }
+        guard rename(tmp, path) == 0 else {
+            let e = errno
+            unlink(tmp)
+            throw JournalError.io("rename \(tmp)", e)
+        }
         Self.fsyncDirectory(of: path)
         let newFD = open(path, O_RDWR | O_APPEND | O_CLOEXEC)
         guard newFD >= 0 else { throw JournalError.io("reopen \(path)", errno) }
         close(s.fd)
         s.fd = newFD
+        s.goodOffset = off_t(body.count)
+        s.broken = nil
         s.records = s.order.count + s.keys.count
     }
 
@@ -334,6 +414,26 @@ public final class Journal: Sendable {
         let json = Data(line.dropFirst(9))
         guard CRC32.checksum(json) == crc else { return nil }
         return try? decoder.decode(JournalRecord.self, from: json)
+    }
+
+    /// The first good record that starts inside a bad line (after a torn fragment with no newline), and how many
+    /// bytes before it (or of the whole line) are bad.
+    static func recover(_ line: Data.SubSequence, decoder: JSONDecoder) -> (JournalRecord?, Int) {
+        var i = line.startIndex + 1
+        while i + 9 < line.endIndex {
+            // A record starts with 8 hex digits, a space and '{'.
+            if line[i + 8] == UInt8(ascii: " "), line[i + 9] == UInt8(ascii: "{"),
+                line[i..<(i + 8)].allSatisfy({ Self.isHex($0) }), let r = decodeLine(line[i...], decoder: decoder)
+            {
+                return (r, i - line.startIndex)
+            }
+            i += 1
+        }
+        return (nil, line.count)
+    }
+
+    static func isHex(_ b: UInt8) -> Bool {
+        (b >= 0x30 && b <= 0x39) || (b >= 0x61 && b <= 0x66) || (b >= 0x41 && b <= 0x46)
     }
 
     static func lease(fromIntent r: JournalRecord) -> JournaledLease? {
@@ -360,15 +460,17 @@ public final class Journal: Sendable {
         }
     }
 
-    private static func writeAll(fd: Int32, _ data: Data) throws {
+    private func writeAll(fd: Int32, _ data: Data) throws {
         try data.withUnsafeBytes { raw in
             var offset = 0
             while offset < raw.count {
-                let n = write(fd, raw.baseAddress! + offset, raw.count - offset)
+                let n = io.write(fd, raw.baseAddress! + offset, raw.count - offset)
                 if n < 0 {
                     if errno == EINTR { continue }
-                    throw JournalError.io("write journal", errno)
+                    throw JournalError.io("write \(path)", errno)
                 }
+                // A write that makes no progress (a full device answering 0) would loop for ever.
+                if n == 0 { throw JournalError.io("write \(path) (no progress)", ENOSPC) }
                 offset += n
             }
         }
@@ -386,9 +488,13 @@ public final class Journal: Sendable {
 
 public enum JournalError: Error, CustomStringConvertible, Sendable {
     case io(String, Int32)
+    /// A failed append could not be cut back off the file (path, why): appends are refused until it can.
+    case broken(String, String)
     public var description: String {
         switch self {
         case .io(let what, let e): return "journal: \(what): \(String(cString: strerror(e)))"
+        case .broken(let path, let why):
+            return "journal \(path) is refusing writes: a failed append could not be removed (\(why))"
         }
     }
 }

@@ -163,7 +163,8 @@ public actor LeaseEngine {
                 try? await Task.sleep(for: .seconds(delay))
                 outcome = await performRevert(j.id, reason: "recovered")
             }
-            if outcome.state == .reverted { report.reverted.append(outcome) } else { report.stillPending.append(outcome) }
+            // [g-store] a lease ended as `failed` (its revert can never succeed; nothing of it remains) is not pending.
+            if outcome.state.isFinal { report.reverted.append(outcome) } else { report.stillPending.append(outcome) }
         }
         let livePlans = leases.values.filter { !$0.state.isFinal }.map(\.plan)
         for kind in drivers.keys.sorted() {
@@ -394,7 +395,9 @@ public actor LeaseEngine {
             try journal.append(intent)
         } catch {
             logger.error("journal write failed; fault not applied", metadata: ["error": "\(error)"])
-            throw AgentError.failed("cannot write the journal, so the fault was not applied: \(error)")
+            // [g-store] a journal that cannot be written refuses new faults with 507 (was 500).
+            throw AgentError.stateNotWritable(
+                "state dir not writable: \(error); the fault was not applied (reverts go on)")
         }
         insert(lease)
         if let key = idempotencyKey, let hash = requestHash {
@@ -645,6 +648,7 @@ public actor LeaseEngine {
         _ id: String, reason: String, finalState: FaultState = .reverted, failure: String? = nil
     ) async -> FaultObject {
         defer { reverts[id] = nil }
+        var finalState = finalState, failure = failure  // [g-store] a permanent revert failure ends the lease as failed
         guard var lease = leases[id] else {
             return FaultObject(
                 id: id, kind: "", spec: .null, target: .null, state: .reverted, createdAt: clock.now(),
@@ -666,7 +670,27 @@ public actor LeaseEngine {
             guard let driver = drivers[lease.kind] else {
                 throw AgentError.failed("this agent has no driver for kind '\(lease.kind)' to revert it with")
             }
-            try await driver.revert(plan: lease.plan)
+            // [g-store] begin: a revert that can never succeed ends the lease as `failed` (loudly) instead of looping.
+            do {
+                try await driver.revert(plan: lease.plan)
+            } catch let error where error is PermanentRevertFailure || error is DecodingError {
+                var why = "\(error)"
+                if error is DecodingError {
+                    // This version cannot read the plan: sweep what carries our marks and no other lease explains.
+                    // (The journal's live leases too: during recovery the later ones are not in the table yet.)
+                    let others = leases.values.filter { $0.id != id && !$0.state.isFinal }.map(\.plan)
+                        + journal.liveLeases.filter { $0.id != id && leases[$0.id] == nil }.map(\.plan)
+                    let swept = await driver.reconcileOrphans(livePlans: others)
+                    why = "this agent cannot read the fault's revert plan (\(error)); removed what no other lease "
+                        + "explains: \(swept.isEmpty ? "nothing" : swept.joined(separator: "; "))"
+                }
+                finalState = .failed
+                failure = "revert impossible, ended as failed: \(why)"
+                logger.critical(
+                    "revert can never succeed; the lease ends as failed",
+                    metadata: ["event": "revert", "lease": "\(id)", "kind": "\(lease.kind)", "error": "\(why)"])
+            }
+            // [g-store] end
         } catch {
             lease = leases[id] ?? lease
             lease.revertAttempts += 1
@@ -818,7 +842,8 @@ public actor LeaseEngine {
     }
 
     private func appendOrFail(_ r: JournalRecord) throws {
-        do { try journal.append(r) } catch { throw AgentError.failed("cannot write the journal: \(error)") }
+        // [g-store] an unwritable journal is 507 state-not-writable (was 500), as for new faults.
+        do { try journal.append(r) } catch { throw AgentError.stateNotWritable("state dir not writable: \(error)") }
     }
 
     private func journalBestEffort(_ r: JournalRecord) {

@@ -103,7 +103,8 @@ struct Run: AsyncParsableCommand {
             "starting",
             metadata: [
                 "version": "\(agentVersion)", "pid": "\(getpid())", "socket": "\(config.socket)",
-                "stateDir": "\(config.stateDir)", "maxTTL": "\(Units.formatDuration(config.maxTTL))",
+                "stateDir": "\(config.stateDir)", "instance": "\(daemon.instance.id)",
+                "tcMajor": "\(String(format: "%x:", daemon.instance.tcMajor))", "maxTTL": "\(Units.formatDuration(config.maxTTL))",
                 "kernel": "\(daemon.host.kernel)", "capabilities": "\(daemon.host.capabilities.joined(separator: ","))",
             ])
         let report = await daemon.reconcile(accept: true)
@@ -195,7 +196,13 @@ struct Reap: AsyncParsableCommand {
             if report.reverted.isEmpty && report.stillPending.isEmpty && report.orphans.isEmpty {
                 print("reap: nothing to revert; the journal in \(daemon.config.stateDir) holds no active fault")
             }
-            for f in report.reverted { print("reverted \(f.id) \(f.kind) owner=\(f.owner) target=\(Self.summary(f))") }
+            for f in report.reverted {
+                if f.state == .failed {
+                    print("ended as failed \(f.id) \(f.kind) owner=\(f.owner): \(f.error ?? "its revert can never succeed")")
+                } else {
+                    print("reverted \(f.id) \(f.kind) owner=\(f.owner) target=\(Self.summary(f))")
+                }
+            }
             for f in report.stillPending { print("NOT reverted \(f.id) \(f.kind): \(f.error ?? "unknown error")") }
             for o in report.orphans { print("removed (no journal entry): \(o)") }
             if report.journalBadLines > 0 {

@@ -19,6 +19,8 @@ public final class Daemon: Sendable {
     public let host: HostFacts
     let logger: Logger
     let lock: StateDirLock
+    /// This instance's marks on what it installs (see `AgentInstance`).
+    public let instance: AgentInstance
     let startedAt = Date()
 
     /// Locks the state directory, probes the host, opens the journal and builds the lease engine.
@@ -35,12 +37,15 @@ public final class Daemon: Sendable {
         // to revert every fault.
         try? "-900".write(toFile: "/proc/self/oom_score_adj", atomically: false, encoding: .utf8)
         let journal = try Journal(directory: config.stateDir)
+        // The marks on what this instance installs (persisted in the state dir): reconciling removes only its own.
+        instance = AgentInstance.load(stateDir: config.stateDir)
         let drivers = FaultCatalog.standard(
             protectedProcesses: config.protectedProcesses, host: host, logger: logger,
             networkClassifier: config.networkClassifier,
             // The agent's own remote listener joins SSH in the default exclusions: no fault cuts the agent off.
             agentPorts: config.remote.map { [UInt16($0.listen.port)] } ?? [],
-            resourceReserve: config.resourceReserve, stateDir: config.stateDir)
+            resourceReserve: config.resourceReserve, stateDir: config.stateDir,
+            allowMemoryBackedFill: config.diskFillAllowMemoryBacked, instance: instance)
         engine = LeaseEngine(
             drivers: drivers, journal: journal, policy: LeasePolicy(maxTTL: config.maxTTL), clock: clock, logger: logger)
     }
@@ -51,7 +56,10 @@ public final class Daemon: Sendable {
         for f in report.reverted {
             logger.notice(
                 "reverted a fault left by a previous run",
-                metadata: ["event": "reconcile", "lease": "\(f.id)", "kind": "\(f.kind)", "owner": "\(f.owner)", "outcome": "reverted"])
+                metadata: [
+                    "event": "reconcile", "lease": "\(f.id)", "kind": "\(f.kind)", "owner": "\(f.owner)",
+                    "outcome": "\(f.state.rawValue)", "error": "\(f.error ?? "")",
+                ])
         }
         for f in report.stillPending {
             logger.error(

@@ -127,6 +127,13 @@ pid_t cshim_spawn_in_cgroup(const char *path, char *const argv[], int cgroup_fd,
 #include <fcntl.h>
 int cshim_fallocate(int fd, long long offset, long long length) { return fallocate(fd, 0, (off_t)offset, (off_t)length); }
 
+int cshim_statfs_type(const char *path, long long *type) {
+    struct statfs s;
+    if (statfs(path, &s) != 0) return -1;
+    *type = (long long)s.f_type;
+    return 0;
+}
+
 int cshim_no_new_privs(void) { return prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0); }
 
 pid_t cshim_spawn_detached(const char *path, char *const argv[], int stdin_fd) {

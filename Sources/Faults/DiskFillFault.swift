@@ -15,6 +15,11 @@ public struct DiskFillDriver: FaultDriver {
     /// Every fill file this agent created, on persistent storage: the journal lives on tmpfs, so after a reboot only
     /// this names a fill file left on a persistent file system.
     let registry: LeftoverRegistry
+    /// `[disk-fill] allow-memory-backed`: fills on tmpfs/devtmpfs/ramfs/hugetlbfs (RAM, not disk) are refused unless
+    /// set, and then bounded by the memory reserve.
+    let allowMemoryBacked: Bool
+    /// Where MemTotal and MemAvailable come from (tests point it elsewhere).
+    let memInfoPath: String
 
     struct Plan: Codable, Sendable, Equatable {
         var path: String
@@ -35,9 +40,57 @@ public struct DiskFillDriver: FaultDriver {
 
     /// `registryDir`: where the registry goes (created if missing; `StateDirectory=chaos-agent` under systemd). One
     /// file per state directory, so agents with different state directories never touch each other's fills.
-    public init(reserve: UInt64, registryDir: String? = "/var/lib/chaos-agent", stateDir: String = "/run/chaos-agent") {
+    public init(
+        reserve: UInt64, registryDir: String? = "/var/lib/chaos-agent", stateDir: String = "/run/chaos-agent",
+        allowMemoryBacked: Bool = false, memInfoPath: String = "/proc/meminfo"
+    ) {
         self.reserve = reserve
         registry = LeftoverRegistry(directory: registryDir, name: "disk-fill", stateDir: stateDir)
+        self.allowMemoryBacked = allowMemoryBacked
+        self.memInfoPath = memInfoPath
+    }
+
+    /// File systems whose blocks are memory (statfs f_type magic): devtmpfs reports tmpfs's magic (or ramfs's).
+    static let memoryBackedTypes: [Int: String] = [
+        0x0102_1994: "tmpfs (or devtmpfs)", 0x8584_58f6: "ramfs", 0x9584_58f6: "hugetlbfs",
+    ]
+
+    /// Memory a memory-backed fill must leave available: max(10% of MemTotal, 256 MiB).
+    static func memoryReserve(total: UInt64) -> UInt64 { max(total / 10, 256 << 20) }
+
+    /// (MemTotal, MemAvailable) in bytes from a /proc/meminfo-format file.
+    static func memInfo(_ path: String) -> (total: UInt64, available: UInt64)? {
+        guard let text = try? String(contentsOfFile: path, encoding: .utf8) else { return nil }
+        var total: UInt64?, available: UInt64?
+        for line in text.split(separator: "\n") {
+            let parts = line.split(whereSeparator: { $0 == " " || $0 == ":" })
+            guard parts.count >= 2, let kib = UInt64(parts[1]) else { continue }
+            if parts[0] == "MemTotal" { total = kib * 1024 }
+            if parts[0] == "MemAvailable" { available = kib * 1024 }
+        }
+        guard let total, let available else { return nil }
+        return (total, available)
+    }
+
+    /// Refuses a fill on a memory-backed file system unless allowed, and then (given `bytes`) unless the memory
+    /// reserve stays available.
+    func checkMemoryBacked(_ path: String, _ space: Space, bytes: UInt64? = nil, field: String = "spec.size") throws {
+        guard let name = Self.memoryBackedTypes[space.fsType] else { return }
+        guard allowMemoryBacked else {
+            throw AgentError.refused(
+                "\(path) is on \(name) (statfs f_type 0x\(String(space.fsType, radix: 16))): its blocks are memory, not "
+                    + "disk, so filling it takes RAM; refused unless [disk-fill] allow-memory-backed = true", field: "spec.path")
+        }
+        guard let bytes else { return }
+        guard let mem = Self.memInfo(memInfoPath) else {
+            throw AgentError.refused("\(path) is memory-backed and \(memInfoPath) cannot be read to bound the fill", field: field)
+        }
+        let keep = Self.memoryReserve(total: mem.total)
+        guard mem.available >= keep, mem.available - keep >= bytes else {
+            throw AgentError.refused(
+                "filling \(Self.show(bytes)) on \(name) at \(path) takes memory: \(Self.show(mem.available)) is available "
+                    + "and the agent keeps at least \(Self.show(keep)) (max of 10% of MemTotal and 256MiB)", field: field)
+        }
     }
 
     public func availability() -> KindAvailability { KindAvailability(kind: kind, available: true) }
@@ -47,6 +100,8 @@ public struct DiskFillDriver: FaultDriver {
         var available: UInt64
         var readOnly: Bool
         var device: UInt64
+        /// statfs f_type (the file system's magic number).
+        var fsType: Int = 0
     }
 
     static func space(_ path: String) throws -> Space {
@@ -56,9 +111,11 @@ public struct DiskFillDriver: FaultDriver {
         }
         var st = stat()
         _ = stat(path, &st)
+        var fsType: Int64 = 0
+        let type = cshim_statfs_type(path, &fsType) == 0 ? Int(fsType) : 0
         return Space(
             available: UInt64(v.f_bavail) * UInt64(v.f_frsize), readOnly: v.f_flag & UInt(ST_RDONLY) != 0,
-            device: UInt64(st.st_dev))
+            device: UInt64(st.st_dev), fsType: type)
     }
 
     public func prepare(spec: JSONValue, context: FaultContext) throws -> PreparedFault {
@@ -75,6 +132,7 @@ public struct DiskFillDriver: FaultDriver {
         if space.readOnly {
             throw AgentError.refused("\(path) is on a read-only file system", field: "spec.path")
         }
+        try checkMemoryBacked(path, space)
         let bytes: UInt64
         if let sizeText {
             guard let n = Units.parseSize(sizeText), n > 0 else {
@@ -104,6 +162,7 @@ public struct DiskFillDriver: FaultDriver {
             }
             bytes = space.available - leave
         }
+        try checkMemoryBacked(path, space, bytes: bytes, field: sizeText == nil ? "spec.leaveFree" : "spec.size")
         let file = (path as NSString).appendingPathComponent(Self.filePrefix + UUID().uuidString.lowercased())
         let plan = Plan(path: path, file: file, bytes: bytes, freeBefore: space.available, device: space.device)
         let target = Target(path: path, file: file, bytes: bytes, freeBefore: space.available)
@@ -165,10 +224,38 @@ public struct DiskFillDriver: FaultDriver {
 
     public func revert(plan json: JSONValue) async throws {
         let plan = try json.decode(Plan.self)
-        if unlink(plan.file) != 0 && errno != ENOENT {
-            throw AgentError.failed("cannot remove \(plan.file): \(String(cString: strerror(errno)))")
-        }
+        try Self.removeOwnFile(plan.file)
         registry.remove(plan.file)
+    }
+
+    /// Removes the fill file a plan names, and only that: a regular file whose name this driver makes
+    /// (`<dir>/.chaos-agent-fill-<uuid>`). A name it could never have created (control bytes, another form) and a
+    /// file that is gone (or never was) are reverted already; a directory or anything else there is never touched.
+    /// Returns whether a file was removed.
+    @discardableResult
+    static func removeOwnFile(_ file: String) throws -> Bool {
+        guard isOwnFileName(file) else { return false }
+        var st = stat()
+        guard lstat(file, &st) == 0 else {
+            let e = errno
+            if e == ENOENT || e == ENOTDIR { return false }
+            throw AgentError.failed("cannot inspect \(file): \(String(cString: strerror(e)))")
+        }
+        // Not a regular file: not something this driver created (it creates with O_EXCL); leave it alone.
+        guard st.st_mode & S_IFMT == S_IFREG else { return false }
+        if unlink(file) != 0 {
+            let e = errno
+            if e == ENOENT { return false }
+            throw AgentError.failed("cannot remove \(file): \(String(cString: strerror(e)))")
+        }
+        return true
+    }
+
+    /// An absolute path free of control bytes whose last component is `.chaos-agent-fill-<something>`.
+    static func isOwnFileName(_ file: String) -> Bool {
+        guard file.hasPrefix("/"), ResourcePaths.controlByte(in: file) == nil else { return false }
+        let name = (file as NSString).lastPathComponent
+        return name.hasPrefix(filePrefix) && name.count > filePrefix.count && !name.contains("/")
     }
 
     static func show(_ n: UInt64) -> String {
@@ -185,6 +272,12 @@ enum ResourcePaths {
         guard let raw = try reader.string("path"), !raw.isEmpty else {
             throw AgentError.badRequest("path is required: the directory whose file system to use", field: "spec.path")
         }
+        // A NUL ends the name the kernel sees (`/tmp\u{0}x` is /tmp): such a path never names what it says.
+        if let bad = controlByte(in: raw) {
+            throw AgentError.badRequest(
+                "path holds a control character (U+\(String(format: "%04X", bad))); give a plain absolute directory path",
+                field: "spec.path")
+        }
         guard raw.hasPrefix("/") else { throw AgentError.badRequest("path '\(raw)' must be absolute", field: "spec.path") }
         let path = (raw as NSString).standardizingPath
         var isDir: ObjCBool = false
@@ -193,5 +286,10 @@ enum ResourcePaths {
         }
         guard isDir.boolValue else { throw AgentError.refused("\(path) is not a directory", field: "spec.path") }
         return path
+    }
+
+    /// The first NUL or other control character (C0, DEL, C1) in `s`, if any.
+    static func controlByte(in s: String) -> UInt32? {
+        s.unicodeScalars.first { $0.value < 0x20 || (0x7F...0x9F).contains($0.value) }?.value
     }
 }

@@ -23,8 +23,13 @@ struct LeftoverRegistry: Sendable {
         }
         try locked { fd in
             let line = Array((entry + "\n").utf8)
-            guard lseek(fd, 0, SEEK_END) >= 0, write(fd, line, line.count) == line.count, fsync(fd) == 0 else {
-                throw AgentError.failed("cannot append to \(path): \(String(cString: strerror(errno)))")
+            let end = lseek(fd, 0, SEEK_END)
+            guard end >= 0 else { throw AgentError.failed("cannot append to \(path): \(String(cString: strerror(errno)))") }
+            guard write(fd, line, line.count) == line.count, fsync(fd) == 0 else {
+                let e = errno
+                // A partial line (a full disk) would glue the next entry onto itself: cut it back off.
+                _ = ftruncate(fd, end)
+                throw AgentError.failed("cannot append to \(path): \(String(cString: strerror(e)))")
             }
         }
     }

@@ -26,21 +26,58 @@ public struct NetworkDriver: FaultDriver {
     public var preparesFromLivePlans: Bool { true }
     let host: HostFacts
     let logger: Logger
+    /// This agent instance's marks: the majors and ifb names of the trees it installs (see `AgentInstance`).
+    let marks: TreeMarks
 
-    static let rootMajor: UInt16 = 0x4341
-    static let firstFaultMajor: UInt16 = 0x4342
+    /// The handles and ifb names of one agent instance's trees. Plans carry theirs (plans journaled before instances
+    /// existed have none: the legacy 4341: marks).
+    struct TreeMarks: Codable, Sendable, Equatable {
+        var rootMajor: UInt16
+        var ifbLegacy: Bool
+
+        static let legacy = TreeMarks(rootMajor: AgentInstance.legacyMajor, ifbLegacy: true)
+
+        init(rootMajor: UInt16, ifbLegacy: Bool) {
+            self.rootMajor = rootMajor
+            self.ifbLegacy = ifbLegacy
+        }
+
+        init(_ instance: AgentInstance) {
+            self.init(rootMajor: instance.tcMajor, ifbLegacy: instance.isLegacy)
+        }
+
+        var instance: AgentInstance { AgentInstance(id: "", tcMajor: rootMajor, stateDir: "") }
+        var firstFaultMajor: UInt16 { rootMajor + 1 }
+        var rootHandle: UInt32 { TCHandle.make(major: rootMajor, minor: 0) }
+        var passClass: UInt32 { TCHandle.make(major: rootMajor, minor: 1) }
+        func faultClass(slot: Int) -> UInt32 { TCHandle.make(major: rootMajor, minor: UInt16(4 + slot)) }
+        func faultHandle(slot: Int) -> UInt32 { TCHandle.make(major: firstFaultMajor + UInt16(slot), minor: 0) }
+        /// The slot a fault qdisc's handle belongs to, or nil if the handle is not one of this instance's.
+        func slot(ofHandle handle: UInt32) -> Int? {
+            let major = Int(TCHandle.major(handle)) - Int(firstFaultMajor)
+            return (0..<NetworkDriver.slots).contains(major) && TCHandle.minor(handle) == 0 ? major : nil
+        }
+        /// `ca-ifb<ifindex>` (legacy) or `ca<major>i<ifindex hex>`: deterministic, so a revert after a crash finds it
+        /// without a journaled index.
+        func ifbName(_ ifindex: Int32) -> String {
+            ifbLegacy ? "ca-ifb\(ifindex)" : instance.ifbName(ifindex)
+        }
+        func ifindex(ofIFB name: String) -> Int32? {
+            ifbLegacy ? (name.hasPrefix("ca-ifb") ? Int32(name.dropFirst(6)) : nil) : instance.ifindex(ofIFB: name)
+        }
+        var describeRoot: String { String(format: "%x:", rootMajor) }
+    }
+
     static let bands = 16
     /// Bands 4...16 carry faults.
     static let slots = 13
-    static var rootHandle: UInt32 { TCHandle.make(major: rootMajor, minor: 0) }
-    static var passClass: UInt32 { TCHandle.make(major: rootMajor, minor: 1) }
-    static func faultClass(slot: Int) -> UInt32 { TCHandle.make(major: rootMajor, minor: UInt16(4 + slot)) }
-    static func faultHandle(slot: Int) -> UInt32 { TCHandle.make(major: firstFaultMajor + UInt16(slot), minor: 0) }
-    /// The slot a fault qdisc's handle belongs to, or nil if the handle is not one of ours.
-    static func slot(ofHandle handle: UInt32) -> Int? {
-        let major = Int(TCHandle.major(handle)) - Int(firstFaultMajor)
-        return (0..<slots).contains(major) && TCHandle.minor(handle) == 0 ? major : nil
-    }
+    // The legacy marks (the default state directory's), for tests and descriptions.
+    static var rootMajor: UInt16 { TreeMarks.legacy.rootMajor }
+    static var rootHandle: UInt32 { TreeMarks.legacy.rootHandle }
+    static var passClass: UInt32 { TreeMarks.legacy.passClass }
+    static func faultClass(slot: Int) -> UInt32 { TreeMarks.legacy.faultClass(slot: slot) }
+    static func faultHandle(slot: Int) -> UInt32 { TreeMarks.legacy.faultHandle(slot: slot) }
+    static func slot(ofHandle handle: UInt32) -> Int? { TreeMarks.legacy.slot(ofHandle: handle) }
     /// Filter priorities of slot `s`: 100(s+1) ..< 100(s+2).
     static func priorities(slot: Int) -> Range<UInt16> { UInt16(100 * (slot + 1))..<UInt16(100 * (slot + 2)) }
     static let sshPort: UInt16 = 22
@@ -74,6 +111,10 @@ public struct NetworkDriver: FaultDriver {
         var tbf: TBF?
         var rules: [Rule]
         var excludedPorts: [UInt16]
+        /// The instance marks the tree was built with (nil: journaled before instances existed, the legacy marks).
+        var marks: TreeMarks? = nil
+
+        var treeMarks: TreeMarks { marks ?? .legacy }
 
         func sharesTree(with other: Plan) -> Bool {
             namespaceInode == other.namespaceInode && ifindex == other.ifindex && ingress == other.ingress
@@ -85,9 +126,13 @@ public struct NetworkDriver: FaultDriver {
     /// TCP ports excluded unless `noDefaultExclusions`: SSH and the agent's own remote listener.
     let defaultExcludedPorts: [UInt16]
 
-    public init(host: HostFacts, logger: Logger, classifier: String = "auto", agentPorts: [UInt16] = []) {
+    public init(
+        host: HostFacts, logger: Logger, classifier: String = "auto", agentPorts: [UInt16] = [],
+        instance: AgentInstance = .derive(stateDir: AgentInstance.defaultStateDir)
+    ) {
         self.host = host
         self.logger = logger
+        marks = TreeMarks(instance)
         self.classifier = classifier
         var ports = [Self.sshPort]
         for p in agentPorts where !ports.contains(p) { ports.append(p) }
@@ -171,16 +216,16 @@ public struct NetworkDriver: FaultDriver {
         if let first = siblings.first {
             snapshot = first.1.snapshot  // the tree is ours already; every fault on it carries the original root
         } else {
-            snapshot = try Self.checkUntouched(nl, spec: spec, ifindex: ifindex, ingress: ingress)
+            snapshot = try Self.checkUntouched(nl, spec: spec, ifindex: ifindex, ingress: ingress, marks)
         }
         let rules = try Self.rules(
             selector, excludedPorts: excluded, tcpOnly: spec.noDefaultExclusions ? [] : Set(defaultExcludedPorts),
-            excludeTo: spec.excludeTo, slot: slot, flower: usesFlower)
+            excludeTo: spec.excludeTo, slot: slot, flower: usesFlower, marks: marks)
         let plan = Plan(
             namespace: namespace, namespaceInode: nsInode, interface: spec.interface, ifindex: ifindex, ingress: ingress,
             slot: slot, selector: selector, snapshot: snapshot,
             netem: spec.isRateOnly ? nil : try Self.netem(spec), tbf: spec.isRateOnly ? Self.tbf(spec) : nil,
-            rules: rules, excludedPorts: excluded)
+            rules: rules, excludedPorts: excluded, marks: marks)
         if spec.noDefaultExclusions {
             logger.warning(
                 "network fault WITHOUT default exclusions: SSH (port 22) and the agent's listener will be faulted too",
@@ -188,11 +233,11 @@ public struct NetworkDriver: FaultDriver {
         }
         let target: JSONValue = [
             "interface": .string(spec.interface), "ifindex": .number(Double(ifindex)), "namespace": .string("\(namespace)"),
-            "direction": .string(spec.direction.rawValue), "device": .string(ingress ? Self.ifbName(ifindex) : spec.interface),
+            "direction": .string(spec.direction.rawValue), "device": .string(ingress ? marks.ifbName(ifindex) : spec.interface),
             "traffic": .string(selector.description),
             "qdisc": .string(plan.netem != nil ? "netem" : "tbf"),
-            "handle": .string(TCHandle.describe(Self.faultHandle(slot: slot))),
-            "band": .string(TCHandle.describe(Self.faultClass(slot: slot))),
+            "handle": .string(TCHandle.describe(marks.faultHandle(slot: slot))),
+            "band": .string(TCHandle.describe(marks.faultClass(slot: slot))),
             "previousRoot": .string(snapshot.map { "\($0.kind) \(TCHandle.describe($0.handle))" } ?? "kernel default"),
             "sharedWith": .array(siblings.map { .string($0.0) }),
             "excludedPorts": .array(excluded.map { .number(Double($0)) }),
@@ -204,23 +249,29 @@ public struct NetworkDriver: FaultDriver {
 
     /// For the first fault on a tree: what is there must be something we can restore, and not ours. Returns the root
     /// to snapshot (nil for the kernel's default).
-    static func checkUntouched(_ nl: RTNetlink, spec: NetworkSpec, ifindex: Int32, ingress: Bool) throws -> Qdisc? {
+    static func checkUntouched(
+        _ nl: RTNetlink, spec: NetworkSpec, ifindex: Int32, ingress: Bool, _ m: TreeMarks = .legacy
+    ) throws -> Qdisc? {
         let all = try call { try nl.qdiscs(ifindex: ifindex) }
         if ingress {
             if let hook = all.first(where: { $0.parent == TCHandle.ingress }) {
                 throw AgentError.refused(
                     "\(spec.interface) already has an \(hook.kind) qdisc (someone else's ingress hook); it is left untouched")
             }
-            if try call({ try nl.linkIndex(named: ifbName(ifindex)) }) != nil {
+            if try call({ try nl.linkIndex(named: m.ifbName(ifindex)) }) != nil {
                 throw AgentError.conflict(
-                    "\(ifbName(ifindex)) exists but no active fault owns it; the agent removes it at its next start, or `chaos-agentd reap`")
+                    "\(m.ifbName(ifindex)) exists but no active fault owns it; the agent removes it at its next start, or `chaos-agentd reap`")
             }
             return nil
         }
         guard let root = all.first(where: { $0.isRoot }), !root.isKernelDefault else { return nil }
-        if TCHandle.major(root.handle) == rootMajor {
+        if TCHandle.major(root.handle) == m.rootMajor {
             throw AgentError.conflict(
-                "\(spec.interface) carries a chaos-agent qdisc (handle 4341:) that no active fault owns; the agent removes it at its next start, or `chaos-agentd reap`")
+                "\(spec.interface) carries a chaos-agent qdisc (handle \(m.describeRoot)) that no active fault owns; the agent removes it at its next start, or `chaos-agentd reap`")
+        }
+        if AgentInstance.isAgentRootMajor(TCHandle.major(root.handle)) {
+            throw AgentError.conflict(
+                "\(spec.interface) carries another chaos-agent instance's fault tree (root \(root.kind) \(TCHandle.describe(root.handle))); this agent leaves it alone")
         }
         if let why = root.restoreLimitation {
             throw AgentError.refused(
@@ -240,10 +291,11 @@ public struct NetworkDriver: FaultDriver {
     }
 
     func applyLocked(_ plan: Plan) throws {
+        let m = plan.treeMarks
         let nl = try Self.open(plan.namespace)
         var device = plan.ifindex
         if plan.ingress {
-            let name = Self.ifbName(plan.ifindex)
+            let name = m.ifbName(plan.ifindex)
             if let ifb = try Self.call({ try nl.linkIndex(named: name) }) {
                 device = ifb
             } else {
@@ -258,9 +310,9 @@ public struct NetworkDriver: FaultDriver {
         // Root, band qdisc and filters go to the kernel in one datagram.
         var batch = NetlinkBatch()
         let root = try Self.call { try nl.qdiscs(ifindex: device) }.first(where: { $0.isRoot })
-        if let root, TCHandle.major(root.handle) == Self.rootMajor {
+        if let root, TCHandle.major(root.handle) == m.rootMajor {
             guard root.kind == "prio", case .prio(let bands, _)? = root.options, bands == Self.bands else {
-                throw AgentError.failed("\(plan.interface)'s root 4341: is a \(root.kind), not the agent's 16-band prio")
+                throw AgentError.failed("\(plan.interface)'s root \(m.describeRoot) is a \(root.kind), not the agent's 16-band prio")
             }
         } else {
             // The root must still be what prepare saw (another tool may have changed it since).
@@ -271,7 +323,7 @@ public struct NetworkDriver: FaultDriver {
             }
             try Self.call {
                 try batch.addQdisc(
-                    ifindex: device, parent: TCHandle.root, handle: Self.rootHandle,
+                    ifindex: device, parent: TCHandle.root, handle: m.rootHandle,
                     options: .prio(bands: Self.bands, priomap: QdiscOptions.defaultPriomap),
                     mode: plan.snapshot == nil ? .exclusive : .replace)
             }
@@ -279,18 +331,18 @@ public struct NetworkDriver: FaultDriver {
         let options: QdiscOptions = plan.netem.map { .netem($0) } ?? .tbf(plan.tbf!)
         try Self.call {
             try batch.addQdisc(
-                ifindex: device, parent: Self.faultClass(slot: plan.slot), handle: Self.faultHandle(slot: plan.slot),
+                ifindex: device, parent: m.faultClass(slot: plan.slot), handle: m.faultHandle(slot: plan.slot),
                 options: options, mode: .exclusive)
         }
         for r in plan.rules {
             try Self.call {
                 if r.classifier == "flower" {
                     try batch.addFlowerFilter(
-                        ifindex: device, parent: Self.rootHandle, priority: r.priority, protocol: r.etherType, match: r.match,
+                        ifindex: device, parent: m.rootHandle, priority: r.priority, protocol: r.etherType, match: r.match,
                         classID: r.classID, action: nil)
                 } else {
                     try batch.addU32Filter(
-                        ifindex: device, parent: Self.rootHandle, priority: r.priority, protocol: r.etherType, match: r.match,
+                        ifindex: device, parent: m.rootHandle, priority: r.priority, protocol: r.etherType, match: r.match,
                         classID: r.classID, action: nil)
                 }
             }
@@ -318,17 +370,18 @@ public struct NetworkDriver: FaultDriver {
 
     /// Reads the tree back from the kernel and compares it with what was asked: a mismatch fails the apply.
     func verify(_ plan: Plan, _ nl: RTNetlink, treeIndex: Int32) throws {
+        let m = plan.treeMarks
         if plan.ingress {
             let hook = try Self.call { try nl.filters(ifindex: plan.ifindex, parent: TCHandle.clsactIngress) }
             guard hook.contains(where: { $0.actions.contains(.mirredRedirectEgress(toIfindex: treeIndex)) }) else {
-                throw AgentError.failed("verify: no mirred redirect from \(plan.interface)'s ingress to \(Self.ifbName(plan.ifindex))")
+                throw AgentError.failed("verify: no mirred redirect from \(plan.interface)'s ingress to \(m.ifbName(plan.ifindex))")
             }
         }
         let qdiscs = try Self.call { try nl.qdiscs(ifindex: treeIndex) }
-        guard let root = qdiscs.first(where: { $0.isRoot }), root.handle == Self.rootHandle, root.kind == "prio" else {
-            throw AgentError.failed("verify: the root qdisc of \(plan.interface) is not our prio 4341: after apply")
+        guard let root = qdiscs.first(where: { $0.isRoot }), root.handle == m.rootHandle, root.kind == "prio" else {
+            throw AgentError.failed("verify: the root qdisc of \(plan.interface) is not our prio \(m.describeRoot) after apply")
         }
-        let handle = Self.faultHandle(slot: plan.slot), band = Self.faultClass(slot: plan.slot)
+        let handle = m.faultHandle(slot: plan.slot), band = m.faultClass(slot: plan.slot)
         guard let child = qdiscs.first(where: { $0.handle == handle }), child.parent == band else {
             throw AgentError.failed(
                 "verify: no fault qdisc \(TCHandle.describe(handle)) under \(TCHandle.describe(band)) on \(plan.interface)")
@@ -341,7 +394,7 @@ public struct NetworkDriver: FaultDriver {
         default:
             throw AgentError.failed("verify: the fault qdisc on \(plan.interface) is \(child.kind), not what was asked")
         }
-        let filters = try Self.call { try nl.filters(ifindex: treeIndex, parent: Self.rootHandle) }
+        let filters = try Self.call { try nl.filters(ifindex: treeIndex, parent: m.rootHandle) }
         for r in plan.rules {
             guard filters.contains(where: { $0.priority == r.priority && $0.classID == r.classID && $0.kind == r.classifier })
             else {
@@ -357,6 +410,7 @@ public struct NetworkDriver: FaultDriver {
     }
 
     func revertLocked(_ plan: Plan) throws {
+        let m = plan.treeMarks
         let nl: RTNetlink
         do { nl = try Self.open(plan.namespace) } catch let e as AgentError where e.status == 422 {
             return  // the namespace is gone, and the tree with it
@@ -365,25 +419,25 @@ public struct NetworkDriver: FaultDriver {
             return  // the name or pid now leads to another namespace: ours is gone, and the tree with it
         }
         guard let name = try Self.call({ try nl.linkName(index: plan.ifindex) }), name == plan.interface else {
-            if plan.ingress, let ifb = try Self.call({ try nl.linkIndex(named: Self.ifbName(plan.ifindex)) }) {
+            if plan.ingress, let ifb = try Self.call({ try nl.linkIndex(named: m.ifbName(plan.ifindex)) }) {
                 try Self.call { try nl.deleteLink(index: ifb) }
             }
             return  // the interface is gone (or was replaced): nothing of ours is left on it
         }
         let device: Int32
         if plan.ingress {
-            guard let ifb = try Self.call({ try nl.linkIndex(named: Self.ifbName(plan.ifindex)) }) else {
-                try Self.removeIngressHook(nl, ifindex: plan.ifindex)  // a redirect to nowhere must not stay
+            guard let ifb = try Self.call({ try nl.linkIndex(named: m.ifbName(plan.ifindex)) }) else {
+                try Self.removeIngressHook(nl, ifindex: plan.ifindex, m)  // a redirect to nowhere must not stay
                 return
             }
             device = ifb
         } else {
             device = plan.ifindex
         }
-        let othersRemain = try Self.removeSlot(plan.slot, nl, device: device)
+        let othersRemain = try Self.removeSlot(plan.slot, nl, device: device, m)
         if othersRemain { return }
         if plan.ingress {
-            try Self.removeIngressHook(nl, ifindex: plan.ifindex)
+            try Self.removeIngressHook(nl, ifindex: plan.ifindex, m)
             return
         }
         try Self.restoreRoot(plan, nl)
@@ -391,33 +445,60 @@ public struct NetworkDriver: FaultDriver {
 
     /// Removes slot `slot`'s filters (first: no packet may be classified into a band without its qdisc) and its
     /// qdisc from the tree on `device`. Returns whether other slots still carry faults there.
-    static func removeSlot(_ slot: Int, _ nl: RTNetlink, device: Int32) throws -> Bool {
+    static func removeSlot(_ slot: Int, _ nl: RTNetlink, device: Int32, _ m: TreeMarks = .legacy) throws -> Bool {
         let qdiscs = try call { try nl.qdiscs(ifindex: device) }
-        guard qdiscs.contains(where: { $0.isRoot && $0.handle == rootHandle }) else { return false }
-        let present = try call { try nl.filters(ifindex: device, parent: rootHandle) }
+        guard qdiscs.contains(where: { $0.isRoot && $0.handle == m.rootHandle }) else { return false }
+        let present = try call { try nl.filters(ifindex: device, parent: m.rootHandle) }
         var filters = NetlinkBatch()
         var seen = Set<[UInt16]>()
         for f in present where priorities(slot: slot).contains(f.priority) && seen.insert([f.priority, f.protocol]).inserted {
-            filters.deleteFilter(ifindex: device, parent: rootHandle, priority: f.priority, protocol: f.protocol)
+            filters.deleteFilter(ifindex: device, parent: m.rootHandle, priority: f.priority, protocol: f.protocol)
         }
         try call { try nl.perform(filters) }
-        let handle = faultHandle(slot: slot)
+        let handle = m.faultHandle(slot: slot)
         if qdiscs.contains(where: { $0.handle == handle }) {
-            try call { try nl.deleteQdisc(ifindex: device, parent: faultClass(slot: slot), handle: handle) }
+            try call { try nl.deleteQdisc(ifindex: device, parent: m.faultClass(slot: slot), handle: handle) }
         }
-        return qdiscs.contains { $0.handle != handle && TCHandle.major($0.parent) == rootMajor && Self.slot(ofHandle: $0.handle) != nil }
+        return qdiscs.contains { $0.handle != handle && TCHandle.major($0.parent) == m.rootMajor && m.slot(ofHandle: $0.handle) != nil }
+    }
+
+    /// Re-creates a snapshotted root: nil when the kernel took it, the kernel's refusal when retrying cannot change it
+    /// (EINVAL, ENOENT: no such kind, EOPNOTSUPP); other errors are thrown.
+    static func putBack(_ snap: Qdisc, mode: QdiscMode, _ nl: RTNetlink) throws -> NetlinkError? {
+        let refusal: NetlinkError
+        do {
+            try nl.addQdisc(raw: snap, mode: mode)
+            return nil
+        } catch {
+            refusal = error  // typed: addQdisc throws only NetlinkError
+        }
+        guard [EINVAL, ENOENT, EOPNOTSUPP].contains(refusal.errno) else { throw AgentError.failed("\(refusal)") }
+        return refusal
     }
 
     /// The last fault on an egress tree: delete our root and bring back the snapshot, byte for byte.
     static func restoreRoot(_ plan: Plan, _ nl: RTNetlink) throws {
+        let m = plan.treeMarks
         let before = try call { try nl.qdiscs(ifindex: plan.ifindex) }
-        if before.contains(where: { $0.isRoot && $0.handle == rootHandle }) {
-            try call { try nl.deleteQdisc(ifindex: plan.ifindex, parent: TCHandle.root, handle: rootHandle) }
+        if before.contains(where: { $0.isRoot && $0.handle == m.rootHandle }) {
+            try call { try nl.deleteQdisc(ifindex: plan.ifindex, parent: TCHandle.root, handle: m.rootHandle) }
         }
         if let snap = plan.snapshot {
             let now = try call { try nl.qdiscs(ifindex: plan.ifindex) }.first(where: { $0.isRoot })
             if now?.handle != snap.handle || now?.kind != snap.kind {
-                try call { try nl.addQdisc(raw: snap, mode: now?.isKernelDefault ?? true ? .exclusive : .replace) }
+                let mode: QdiscMode = now?.isKernelDefault ?? true ? .exclusive : .replace
+                if let e = try putBack(snap, mode: mode, nl) {
+                    // The kernel refuses the old root itself (its kind is gone after a kernel change, its options
+                    // are invalid now): retrying can never help. Once our tree is proven gone the lease ends as
+                    // failed, loudly, instead of retrying for ever.
+                    let root = try call { try nl.qdiscs(ifindex: plan.ifindex) }.first(where: { $0.isRoot })
+                    if let root, TCHandle.major(root.handle) == m.rootMajor { throw AgentError.failed("\(e)") }
+                    let current = root.map { "\($0.kind) \(TCHandle.describe($0.handle))" } ?? "the kernel default"
+                    throw PermanentRevertFailure(
+                        "the fault's tree on \(plan.interface) is removed, but its previous root \(snap.kind) "
+                            + "\(TCHandle.describe(snap.handle)) cannot be put back (\(e)); \(plan.interface) has \(current) "
+                            + "now: restore it by hand")
+                }
             }
             let restored = try call { try nl.qdiscs(ifindex: plan.ifindex) }.first(where: { $0.isRoot })
             guard let r = restored, r.kind == snap.kind, r.handle == snap.handle, r.rawOptions == snap.rawOptions else {
@@ -425,13 +506,14 @@ public struct NetworkDriver: FaultDriver {
             }
         } else {
             let root = try call { try nl.qdiscs(ifindex: plan.ifindex) }.first(where: { $0.isRoot })
-            if let root, TCHandle.major(root.handle) == rootMajor {
+            if let root, TCHandle.major(root.handle) == m.rootMajor {
                 throw AgentError.failed("restore: our qdisc is still the root of \(plan.interface)")
             }
         }
     }
 
-    /// Removes what carries our reserved handles and no live lease explains, in the agent's namespace, every namespace
+    /// Removes what carries this instance's marks (its majors, its ifb names; never another instance's) and no live
+    /// lease explains, in the agent's namespace, every namespace
     /// under /run/netns, and every other network namespace a process is in: whole trees (and ingress ifbs) on
     /// interfaces without a live fault, and single bands (qdisc and filters) on trees that still carry live ones. The
     /// root a lost tree replaced is not known (its snapshot was in the lost journal entry), so the kernel's default
@@ -442,18 +524,20 @@ public struct NetworkDriver: FaultDriver {
     }
 
     func reconcileLocked(_ live: [Plan]) -> [String] {
+        let m = marks
         var removed: [String] = []
         for ns in Self.allNamespaces() {
             guard let inode = Self.inode(of: ns), let nl = try? RTNetlink(namespace: ns), let links = try? nl.links() else { continue }
             func liveSlots(_ ifindex: Int32, ingress: Bool) -> Set<Int> {
-                Set(live.filter { $0.namespaceInode == inode && $0.ifindex == ifindex && $0.ingress == ingress }.map(\.slot))
+                Set(live.filter { $0.namespaceInode == inode && $0.ifindex == ifindex && $0.ingress == ingress && $0.treeMarks == m }
+                    .map(\.slot))
             }
             for link in links {
-                let ifbOf = link.name.hasPrefix("ca-ifb") ? Int32(link.name.dropFirst(6)) : nil
+                let ifbOf = m.ifindex(ofIFB: link.name)
                 let slots = liveSlots(ifbOf ?? link.index, ingress: ifbOf != nil)
                 if let real = ifbOf, slots.isEmpty {
                     do {
-                        try Self.removeIngressHook(nl, ifindex: real)
+                        try Self.removeIngressHook(nl, ifindex: real, m)
                         removed.append("ingress redirect of ifindex \(real) to \(link.name), and \(link.name), in \(ns)")
                     } catch {
                         removed.append("FAILED to remove \(link.name) in \(ns): \(error)")
@@ -461,7 +545,7 @@ public struct NetworkDriver: FaultDriver {
                     continue
                 }
                 guard let qdiscs = try? nl.qdiscs(ifindex: link.index),
-                    let root = qdiscs.first(where: { $0.isRoot }), TCHandle.major(root.handle) == Self.rootMajor
+                    let root = qdiscs.first(where: { $0.isRoot }), TCHandle.major(root.handle) == m.rootMajor
                 else { continue }
                 if slots.isEmpty {
                     do {
@@ -474,12 +558,12 @@ public struct NetworkDriver: FaultDriver {
                     continue
                 }
                 for q in qdiscs {
-                    guard let slot = Self.slot(ofHandle: q.handle), !slots.contains(slot) else { continue }
+                    guard let slot = m.slot(ofHandle: q.handle), !slots.contains(slot) else { continue }
                     do {
-                        _ = try Self.removeSlot(slot, nl, device: link.index)
-                        removed.append("band \(TCHandle.describe(Self.faultClass(slot: slot))) (\(q.kind)) of \(link.name) in \(ns)")
+                        _ = try Self.removeSlot(slot, nl, device: link.index, m)
+                        removed.append("band \(TCHandle.describe(m.faultClass(slot: slot))) (\(q.kind)) of \(link.name) in \(ns)")
                     } catch {
-                        removed.append("FAILED to remove band \(TCHandle.describe(Self.faultClass(slot: slot))) on \(link.name) in \(ns): \(error)")
+                        removed.append("FAILED to remove band \(TCHandle.describe(m.faultClass(slot: slot))) on \(link.name) in \(ns): \(error)")
                     }
                 }
             }
@@ -487,15 +571,15 @@ public struct NetworkDriver: FaultDriver {
         return removed
     }
 
-    /// `ca-ifb<ifindex>`: deterministic, so a revert after a crash finds it without a journaled index.
-    static func ifbName(_ ifindex: Int32) -> String { "ca-ifb\(ifindex)" }
+    /// The legacy ifb name, `ca-ifb<ifindex>` (see `TreeMarks.ifbName`).
+    static func ifbName(_ ifindex: Int32) -> String { TreeMarks.legacy.ifbName(ifindex) }
 
     /// Stops redirecting the interface's ingress, then deletes the ifb, in that order: an ingress redirected to a
     /// device that no longer exists drops every packet. The clsact hook is deleted (with its filters) unless a filter
     /// redirects to some other existing device (someone else's); then only our filter goes. The dump also lists u32's
     /// hash-table entries, which carry no action: only actions count.
-    static func removeIngressHook(_ nl: RTNetlink, ifindex: Int32) throws {
-        let ifb = try call { try nl.linkIndex(named: ifbName(ifindex)) }
+    static func removeIngressHook(_ nl: RTNetlink, ifindex: Int32, _ m: TreeMarks = .legacy) throws {
+        let ifb = try call { try nl.linkIndex(named: m.ifbName(ifindex)) }
         let hasHook = try call { try nl.qdiscs(ifindex: ifindex) }.contains { $0.parent == TCHandle.ingress && $0.kind == "clsact" }
         if hasHook {
             let filters = try call { try nl.filters(ifindex: ifindex, parent: TCHandle.clsactIngress) }
@@ -588,8 +672,9 @@ public struct NetworkDriver: FaultDriver {
     /// assumes IPv4 without options and IPv6 without extension headers).
     static func rules(
         _ target: TrafficSelector, excludedPorts: [UInt16], tcpOnly: Set<UInt16> = [], excludeTo: [CIDR], slot: Int,
-        flower: Bool
+        flower: Bool, marks: TreeMarks = .legacy
     ) throws -> [Rule] {
+        let passClass = marks.passClass
         var rules: [Rule] = []
         let range = priorities(slot: slot)
         var prio = range.lowerBound
@@ -641,7 +726,7 @@ public struct NetworkDriver: FaultDriver {
             }
             add(cidr.family, sel, passClass)
         }
-        for family in families { add(family, target, faultClass(slot: slot)) }
+        for family in families { add(family, target, marks.faultClass(slot: slot)) }
         guard prio <= range.upperBound else {
             throw AgentError.badRequest(
                 "the exclusions and target need \(rules.count) filters; one fault may have at most \(range.count)", field: "spec")

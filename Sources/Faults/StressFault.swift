@@ -280,7 +280,9 @@ public struct StressDriver: FaultDriver {
     public func revert(plan json: JSONValue) async throws {
         let plan = try json.decode(Plan.self)
         let fs = CgroupFS(mount: plan.mount)
-        if fs.exists(plan.cgroup) {
+        // Only a lease cgroup this driver creates (`.../lease-<id>`) is ever killed and removed.
+        let ownCgroup = (plan.cgroup as NSString).lastPathComponent.hasPrefix(AgentSubtree.leasePrefix)
+        if ownCgroup, fs.exists(plan.cgroup) {
             try? fs.write(plan.cgroup, "cgroup.kill", "1")
             // Collect the worker (the agent is its parent unless it restarted), so no zombie outlives the lease.
             if let pid = plan.pid { await WorkerSpawner.reap(pid, timeout: .seconds(5)) }
@@ -292,7 +294,7 @@ public struct StressDriver: FaultDriver {
             try Self.removeFiles(prefix: prefix)
             registry.remove(prefix)
         }
-        if let file = plan.deadlineFile { unlink(file) }
+        if let file = plan.deadlineFile, (file as NSString).lastPathComponent.hasPrefix("lease-") { unlink(file) }
     }
 
     /// Renew: the worker lives until the new deadline plus the grace (its watcher reads the file within 250 ms; the
@@ -319,9 +321,15 @@ public struct StressDriver: FaultDriver {
     static func removeFiles(prefix: String) throws -> [String] {
         let dir = (prefix as NSString).deletingLastPathComponent
         let start = (prefix as NSString).lastPathComponent
-        guard start.hasPrefix(WorkerArguments.ioFilePrefix) else { return [] }
+        // Only names this driver makes, in a directory named without control bytes (a NUL would cut the name short).
+        guard start.hasPrefix(WorkerArguments.ioFilePrefix), start.count > WorkerArguments.ioFilePrefix.count,
+            prefix.hasPrefix("/"), ResourcePaths.controlByte(in: prefix) == nil
+        else { return [] }
         var removed: [String] = []
         for name in ((try? FileManager.default.contentsOfDirectory(atPath: dir)) ?? []).sorted() where name.hasPrefix(start) {
+            // Only regular files: a worker creates nothing else, so a directory or link there is not ours.
+            var st = stat()
+            guard lstat(dir + "/" + name, &st) == 0, st.st_mode & S_IFMT == S_IFREG else { continue }
             if unlink(dir + "/" + name) != 0 && errno != ENOENT {
                 throw AgentError.failed("cannot remove \(dir)/\(name): \(String(cString: strerror(errno)))")
             }

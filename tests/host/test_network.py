@@ -1,8 +1,10 @@
 """Network faults on this host's kernel (no netem, no prio): refused with 422 and the reason, nothing changed; and
 start-up reconciliation / reap removing a qdisc with the agent's reserved handle that no journal entry explains.
 The effect of network faults is measured in the VM layer (tests/vm/cases/20-network-egress.sh)."""
+import json
 import subprocess
 import uuid
+from pathlib import Path
 
 import pytest
 
@@ -60,15 +62,19 @@ def test_cli_refuses_bad_network_flags_before_asking(agent):
 
 
 def test_reap_removes_an_orphan_qdisc_with_our_handle(workdir, netns):
-    # A root qdisc with our reserved major (4341:) that no journal knows: what a run whose state dir was lost leaves.
-    sh("tc", "-n", netns, "qdisc", "add", "dev", "v0", "root", "handle", "4341:", "tbf", "rate", "1mbit", "burst",
-       "32kb", "latency", "50ms")
-    assert "4341:" in tree(netns)
+    # A root qdisc with this instance's major that no journal knows: what a run whose journal was lost leaves. (Each
+    # state dir is its own instance with its own majors, in <state dir>/instance.json; 4341: is the default one's.)
     state = workdir / f"state-{uuid.uuid4().hex[:6]}"
     r = subprocess.run([str(AGENTD), "reap", "--state-dir", str(state)], capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stdout + r.stderr
+    major = instance_major(state)
+    sh("tc", "-n", netns, "qdisc", "add", "dev", "v0", "root", "handle", major, "tbf", "rate", "1mbit", "burst",
+       "32kb", "latency", "50ms")
+    assert major in tree(netns)
+    r = subprocess.run([str(AGENTD), "reap", "--state-dir", str(state)], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stdout + r.stderr
     assert "removed (no journal entry)" in r.stdout and "v0" in r.stdout and netns in r.stdout, r.stdout
-    assert "4341:" not in tree(netns), tree(netns)
+    assert major not in tree(netns), tree(netns)
 
 
 def test_reap_leaves_foreign_qdiscs_alone(workdir, netns):
@@ -79,3 +85,48 @@ def test_reap_leaves_foreign_qdiscs_alone(workdir, netns):
     r = subprocess.run([str(AGENTD), "reap", "--state-dir", str(state)], capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stdout + r.stderr
     assert tree(netns) == before
+
+
+# Ownership: each agent instance (state dir) marks its trees with its own majors; reconciling removes only its own.
+def instance_major(state_dir) -> str:
+    info = json.loads((Path(state_dir) / "instance.json").read_text())
+    return "%x:" % info["tcMajor"]
+
+
+def reap_dir(state_dir):
+    return subprocess.run([str(AGENTD), "reap", "--state-dir", str(state_dir)], capture_output=True, text=True, timeout=60)
+
+
+def test_two_agents_side_by_side_never_remove_each_others_network_trees(make_agent, netns):
+    a = make_agent()
+    major_a = instance_major(a.state_dir)
+    # A's tree on a veth (this kernel has no prio/netem, so its root stands for A's whole fault tree).
+    sh("tc", "-n", netns, "qdisc", "add", "dev", "v0", "root", "handle", major_a, "tbf", "rate", "1mbit", "burst",
+       "32kb", "latency", "50ms")
+    assert major_a in tree(netns)
+    # A second agent (another state dir) starts, and its reap runs: A's tree stays.
+    b = make_agent()
+    major_b = instance_major(b.state_dir)
+    assert major_b != major_a
+    assert major_a in tree(netns), tree(netns)
+    b.stop()
+    r = reap_dir(b.state_dir)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert netns not in r.stdout, r.stdout
+    assert major_a in tree(netns), tree(netns)
+    # The same instance after a restart has the same marks, so A's own reap does remove its leftover.
+    a.stop()
+    r = reap_dir(a.state_dir)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert instance_major(a.state_dir) == major_a
+    assert "removed (no journal entry)" in r.stdout and netns in r.stdout, r.stdout
+    assert major_a not in tree(netns), tree(netns)
+
+
+def test_the_default_instance_marks_are_left_alone_by_a_test_instance(workdir, netns):
+    # 4341: is the default state dir's (the production agent's) root major.
+    sh("tc", "-n", netns, "qdisc", "add", "dev", "v0", "root", "handle", "4341:", "tbf", "rate", "1mbit", "burst",
+       "32kb", "latency", "50ms")
+    r = reap_dir(Path(workdir) / f"state-{uuid.uuid4().hex[:6]}")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "4341:" in tree(netns), tree(netns)

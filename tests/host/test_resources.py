@@ -12,6 +12,14 @@ import pytest
 from chaoslib import is_running, is_stopped, parse_time, proc_state, wait_until
 
 MiB = 1 << 20
+# The private tmpfs below is memory: disk-fill refuses it unless the configuration allows memory-backed file systems.
+FILL_CONFIG = '[policy]\nmax-ttl = "2m"\n[disk-fill]\nallow-memory-backed = true\n'
+
+
+@pytest.fixture
+def agent(make_agent):
+    """One daemon with `[policy] max-ttl = "2m"` that may fill memory-backed file systems (the tests' tmpfs)."""
+    return make_agent(config=FILL_CONFIG)
 
 
 @pytest.fixture
@@ -107,7 +115,7 @@ def test_disk_fill_refusals(agent, tmpfs, workdir):
 
 
 def test_disk_reserve_is_configurable(make_agent, tmpfs):
-    strict = make_agent(config='[policy]\nmax-ttl = "2m"\nresource-reserve = "200MiB"\n')
+    strict = make_agent(config='[policy]\nmax-ttl = "2m"\nresource-reserve = "200MiB"\n[disk-fill]\nallow-memory-backed = true\n')
     r = strict.ctl("inject", "disk-fill", "--path", str(tmpfs), "--size", "100MiB", "--ttl", "10s")
     assert r.rc == 3 and "200.0MiB" in r.err, str(r)
 

@@ -99,6 +99,18 @@ start_agent() {
   ctl status >/dev/null 2>&1 || true
   CTL_LATENCY=$(awk -v a="$t0" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.2f", b - a }')
   log "agent up (pid $AGENT_PID, socket $SOCK); one warm 'ctl status' takes ${CTL_LATENCY}s"
+  instance_marks
+}
+
+# instance_marks - this case's agent instance marks (from $STATE/instance.json): MAJ, MAJ1, MAJ2 (its root qdisc major
+# and the first two fault qdisc majors, in tc's hex) and IFB (the prefix of its ifb device names).
+instance_marks() {
+  local m
+  m=$(jq -r '.tcMajor' "$STATE/instance.json") || fail "no instance.json in $STATE"
+  MAJ=$(printf '%x' "$m")
+  MAJ1=$(printf '%x' $((m + 1)))
+  MAJ2=$(printf '%x' $((m + 2)))
+  if [ "$m" = 17217 ]; then IFB=ca-ifb; else IFB=$(printf 'ca%04xi' "$m"); fi
 }
 
 # ttl_for SECONDS - a TTL (in whole seconds) of at least SECONDS that also leaves room for three CLI calls at the

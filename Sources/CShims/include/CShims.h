@@ -27,6 +27,9 @@ long cshim_getxattr(const char *path, const char *name, void *buf, unsigned long
 pid_t cshim_spawn_in_cgroup(const char *path, char *const argv[], int cgroup_fd, int procs_fd, int *used_clone3);
 /// fallocate(2) mode 0 (allocate, extend the size); 0 or -1 with errno set.
 int cshim_fallocate(int fd, long long offset, long long length);
+
+/// statfs(2)'s f_type (the file system's magic number) of `path` into *type; 0 or -1 with errno set.
+int cshim_statfs_type(const char *path, long long *type);
 /// prctl(PR_SET_NO_NEW_PRIVS, 1): 0 or -1 with errno set.
 int cshim_no_new_privs(void);
 /// fork + exec of `path` with `argv` as a process of its own (own process group, so a terminal's Ctrl-C does not reach

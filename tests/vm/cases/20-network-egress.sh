@@ -30,8 +30,8 @@ ttl=$(ttl_for 60)
 # 1. Delay 100 ms on everything: RTT + 100 ms +-10 %.
 id=$(ctl inject network --netns ca --interface veth-a --delay 100ms --ttl "${ttl}s") || fail "inject delay exited $?"
 log "tree during: $(tree)"
-grep -q "netem 4342:.*delay 100ms" <<<"$(tree)" || fail "no netem 4342: with delay 100ms in the dump"
-grep -q "prio 4341:" <<<"$(tree)" || fail "no prio 4341: root in the dump"
+grep -q "netem ${MAJ1}:.*delay 100ms" <<<"$(tree)" || fail "no netem ${MAJ1}: with delay 100ms in the dump"
+grep -q "prio ${MAJ}:" <<<"$(tree)" || fail "no prio ${MAJ}: root in the dump"
 d=$(netns_rtt ca 10.77.0.2)
 log "RTT with delay 100ms: $d ms"
 assert_ge "$d" "$(awk -v b="$base" 'BEGIN { print b + 90 }')" "RTT with 100 ms delay"
@@ -60,7 +60,7 @@ assert_eq "$before" "$(tree)" "tree after loss revert"
 
 # 2b. Rate 1mbit (a tbf): a bulk TCP transfer measured at the receiver, within +-10 %.
 id=$(ctl inject network --netns ca --interface veth-a --rate 1mbit --ttl "${ttl}s") || fail "inject rate exited $?"
-grep -q "tbf 4342:.*rate 1Mbit" <<<"$(tree)" || fail "no tbf 4342: rate 1Mbit in the dump: $(tree)"
+grep -q "tbf ${MAJ1}:.*rate 1Mbit" <<<"$(tree)" || fail "no tbf ${MAJ1}: rate 1Mbit in the dump: $(tree)"
 ip netns exec cb python3 -c "
 import socket, time
 srv = socket.socket(); srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); srv.bind(('10.77.0.2', 9000)); srv.listen(1)

@@ -22,9 +22,9 @@ id=$(ctl inject network --netns cb --interface veth-b --direction ingress --dela
   fail "inject ingress exited $?"
 during=$(state_b)
 log "cb during: $during"
-grep -q "ca-ifb" <<<"$during" || fail "no ca-ifb device during the fault"
+grep -q "$IFB" <<<"$during" || fail "no $IFB device during the fault"
 grep -q "clsact" <<<"$during" || fail "no clsact on veth-b during the fault"
-grep -q "netem 4342:.*delay 100ms" <<<"$(tc -n cb qdisc show)" || fail "no netem on the ifb: $(tc -n cb qdisc show)"
+grep -q "netem ${MAJ1}:.*delay 100ms" <<<"$(tc -n cb qdisc show)" || fail "no netem on the ifb: $(tc -n cb qdisc show)"
 d=$(netns_rtt ca 10.78.0.2)
 log "RTT with ingress delay 100ms on the receiver: $d ms"
 assert_ge "$d" "$(awk -v b="$base" 'BEGIN { print b + 90 }')" "RTT with 100 ms ingress delay"
@@ -42,7 +42,7 @@ assert_lt "$d" "$(awk -v b="$base" 'BEGIN { print b + 5 }')" "RTT after revert"
 id=$(ctl inject network --netns cb --interface veth-b --direction ingress --loss 50% --ttl "${ttl}s") ||
   fail "inject before kill exited $?"
 kill -KILL "$AGENT_PID"; wait "$AGENT_PID" 2>/dev/null || true; AGENT_PID=
-grep -q "ca-ifb" <<<"$(state_b)" || fail "the ingress fault vanished with the agent before reap"
+grep -q "$IFB" <<<"$(state_b)" || fail "the ingress fault vanished with the agent before reap"
 "$CHAOS_BIN/chaos-agentd" reap --state-dir "$STATE" || fail "reap exited $?"
 assert_eq "$before" "$(state_b)" "cb after SIGKILL + reap"
 log "network ingress: all checks passed"

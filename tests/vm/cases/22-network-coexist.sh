@@ -28,12 +28,12 @@ b=$(ctl inject network --netns ca --interface veth-a --delay 40ms --to 10.77.0.3
 ctl --json get "$b" >"$CASE_TMP/b.json"
 log "B's target: $(jq -c .target "$CASE_TMP/b.json")"
 assert_eq "$a" "$(jq -r '.target.sharedWith[0]' "$CASE_TMP/b.json")" "B shares A's tree"
-assert_eq "4343:" "$(jq -r '.target.handle' "$CASE_TMP/b.json")" "B's netem handle"
+assert_eq "${MAJ2}:" "$(jq -r '.target.handle' "$CASE_TMP/b.json")" "B's netem handle"
 during=$(tree)
 log "tree with two faults: $during"
-grep -q "netem 4342: parent 4341:4 .*delay 100ms" <<<"$during" || fail "no netem 4342: delay 100ms under 4341:4"
-grep -q "netem 4343: parent 4341:5 .*delay 40ms" <<<"$during" || fail "no netem 4343: delay 40ms under 4341:5"
-[ "$(grep -c "^qdisc prio 4341: root" <<<"$during")" = 1 ] || fail "expected exactly one prio 4341: root"
+grep -q "netem ${MAJ1}: parent ${MAJ}:4 .*delay 100ms" <<<"$during" || fail "no netem ${MAJ1}: delay 100ms under ${MAJ}:4"
+grep -q "netem ${MAJ2}: parent ${MAJ}:5 .*delay 40ms" <<<"$during" || fail "no netem ${MAJ2}: delay 40ms under ${MAJ}:5"
+[ "$(grep -c "^qdisc prio ${MAJ}: root" <<<"$during")" = 1 ] || fail "expected exactly one prio ${MAJ}: root"
 if [ "$classifier" = true ]; then
   grep -q "flower" <<<"$during" || fail "flower is available but the filters are not flower"
 fi
@@ -70,7 +70,7 @@ r2=$(netns_rtt ca 10.77.0.2); r3=$(netns_rtt ca 10.77.0.3)
 log "after reverting A: .2 ${r2} ms, .3 ${r3} ms"
 assert_lt "$r2" "$(plus "$base2" 5)" "RTT of A's target after A's revert"
 assert_ge "$r3" "$(plus "$base3" 36)" "RTT of B's target after A's revert"
-grep -q "4342:" <<<"$(tree)" && fail "A's netem 4342: is still there: $(tree)"
+grep -q "${MAJ1}:" <<<"$(tree)" && fail "A's netem ${MAJ1}: is still there: $(tree)"
 ctl revert "$b" >/dev/null || fail "revert B exited $?"
 assert_eq "$before" "$(tree)" "tree after both reverts"
 
@@ -80,7 +80,7 @@ tuned=$(tree)
 a=$(ctl inject network --netns ca --interface veth-a --delay 20ms --to 10.77.0.2/32 --ttl "${ttl}s") || fail "inject over tbf exited $?"
 b=$(ctl inject network --netns ca --interface veth-a --loss 1% --to 10.77.0.3/32 --ttl "${ttl}s") || fail "second inject over tbf exited $?"
 ctl revert "$a" >/dev/null
-grep -q "prio 4341:" <<<"$(tree)" || fail "reverting the first fault removed the shared root under the second"
+grep -q "prio ${MAJ}:" <<<"$(tree)" || fail "reverting the first fault removed the shared root under the second"
 ctl revert "$b" >/dev/null
 assert_eq "$tuned" "$(tree)" "tree after two faults over a tuned tbf root"
 ip netns exec ca tc qdisc del dev veth-a root

@@ -90,7 +90,7 @@ assert_lt "${lag:-9999}" 1000 "revert lag (ms) after the heartbeat deadline"
 # Connectivity is back, nothing is left on the link, and the orchestrator's CLI learns the outcome.
 ip netns exec orch ping -q -c 3 -W 1 -i 0.2 10.79.0.1 >/dev/null || fail "the link did not come back"
 assert_eq "" "$(tc filter show dev veth-agent ingress 2>/dev/null)" "ingress filters after revert"
-grep -q "ca-ifb" <<<"$(ip -br link)" && fail "an ifb device is left"
+grep -q "$IFB" <<<"$(ip -br link)" && fail "an ifb device is left"
 wait_for "! kill -0 $cli 2>/dev/null" 40 || fail "the CLI did not finish after the link came back"
 rc=0; wait "$cli" || rc=$?
 assert_eq 0 "$rc" "CLI exit code ($(tail -n 2 "$CASE_TMP/inject.err" | tr '\n' ' '))"
