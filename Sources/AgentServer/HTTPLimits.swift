@@ -31,11 +31,14 @@ public struct HeadLimits: Sendable {
 /// run on the connection's event loop).
 final class PendingHeadBytes {
     var count = 0
+    /// Bytes of the first line (the request line) among them, and whether its end has arrived.
+    var firstLine = 0
     var sawLineEnd = false
     var closing = false
 
     func partDecoded() {
         count = 0
+        firstLine = 0
         sawLineEnd = false
     }
 }
@@ -59,15 +62,21 @@ final class RequestHeadGuard: ChannelInboundHandler, RemovableChannelHandler {
         if pending.closing { return }
         let buffer = unwrapInboundIn(data)
         pending.count += buffer.readableBytes
-        let lineEnd = buffer.readableBytesView.contains(UInt8(ascii: "\n"))
-        context.fireChannelRead(data)
-        // Parts decoded from this read reset the count; what is left is what the decoder holds undecoded (give or
+        if !pending.sawLineEnd {
+            if let end = buffer.readableBytesView.firstIndex(of: UInt8(ascii: "\n")) {
+                pending.firstLine += end - buffer.readerIndex
+                pending.sawLineEnd = true
+            } else {
+                pending.firstLine += buffer.readableBytes
+            }
+        }
+        // Parts decoded from this read reset the counts; what is left is what the decoder holds undecoded (give or
         // take the part of this read before the last part).
-        if pending.count > 0, lineEnd { pending.sawLineEnd = true }
+        context.fireChannelRead(data)
         guard pending.count > limits.maxPendingBytes, !pending.closing else { return }
         pending.closing = true
         let error =
-            pending.sawLineEnd
+            pending.firstLine <= limits.maxTarget + 64
             ? AgentError(
                 status: 431, code: "headers-too-large",
                 message: "request headers are over \(limits.maxHeaderBytes) bytes or \(limits.maxHeaderCount) fields")
@@ -77,7 +86,7 @@ final class RequestHeadGuard: ChannelInboundHandler, RemovableChannelHandler {
 }
 
 /// After the HTTP decoder (in place of NIO's HTTPServerProtocolErrorHandler, which answers everything 400): a parse
-/// error is answered once — 431 for too many or too large headers, 505 for an HTTP major version other than 1, 400
+/// error is answered once — 414 for a request line over the cap, 431 for too many or too large headers, 505 for an HTTP major version other than 1, 400
 /// for anything else (an HTTP/0.9 request line among them) — and the connection closed. Also tells the head guard
 /// that the decoder produced a part.
 final class HTTPErrorResponder: ChannelDuplexHandler, RemovableChannelHandler {
@@ -101,8 +110,11 @@ final class HTTPErrorResponder: ChannelDuplexHandler, RemovableChannelHandler {
         context.fireChannelRead(data)
     }
 
-    static func status(of error: HTTPParserError, limits: HeadLimits) -> AgentError {
+    static func status(of error: HTTPParserError, limits: HeadLimits, pending: PendingHeadBytes) -> AgentError {
         switch error {
+        case .headerOverflow where !pending.sawLineEnd || pending.firstLine > limits.maxTarget:
+            // NIO counts the URI against the header bytes too: an overflow before the request line ended is a URI.
+            return AgentError(status: 414, code: "uri-too-long", message: "the request line is over \(limits.maxTarget) bytes")
         case .headerOverflow:
             return AgentError(
                 status: 431, code: "headers-too-large",
@@ -125,7 +137,7 @@ final class HTTPErrorResponder: ChannelDuplexHandler, RemovableChannelHandler {
                 // An answer is half-written: nothing sensible can follow it.
                 context.close(promise: nil)
             } else {
-                Self.writeRaw(Self.status(of: parseError, limits: limits), context: context, through: self)
+                Self.writeRaw(Self.status(of: parseError, limits: limits, pending: pending), context: context, through: self)
             }
         }
         context.fireErrorCaught(error)

@@ -183,7 +183,10 @@ def test_the_three_delete_forms_revert_nothing(agent, victims):
 
 
 def test_http09_request_line_gets_exactly_one_answer(agent):
-    for raw in (b"GET /v1/faults\r\n\r\n", b"GET /v1/faults\r\n", b"GET /healthz\r\n\r\nGET /healthz HTTP/1.1\r\n\r\n",
+    # Without the blank line the request may still be growing headers: no answer yet, but the end of input closes it.
+    out, closed = exchange(agent.socket, b"GET /v1/faults\r\n", timeout=2, half_close=True)
+    assert len(statuses(out)) <= 1 and closed, out
+    for raw in (b"GET /v1/faults\r\n\r\n", b"GET /healthz\r\n\r\nGET /healthz HTTP/1.1\r\n\r\n",
                 b"GET /v1/faults HTTP/2.0\r\n\r\n", b"GET /v1/faults HTTP/1.2\r\n\r\n"):
         out, closed = exchange(agent.socket, raw, timeout=2, half_close=False)
         got = statuses(out)
