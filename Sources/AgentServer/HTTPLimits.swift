@@ -43,9 +43,10 @@ final class PendingHeadBytes {
     }
 }
 
-/// In front of the HTTP decoder: NIO's decoder keeps a request line of any length in memory, so this counts the raw
-/// bytes that have not become a request part yet and, past `maxPendingBytes`, answers 414 (no line end seen: the
-/// request line is too long) or 431 and closes. A byte counter, not a parser: the decoder stays the one parser.
+/// In front of the HTTP decoder, a backstop to its own limits: counts the raw bytes that have not become a request
+/// part yet and, past `maxPendingBytes`, answers 414 (the first line alone is over the target cap) or 431 and closes.
+/// It also tells the responder how long the request line has been so far. A byte counter, not a parser: the decoder
+/// stays the one parser.
 final class RequestHeadGuard: ChannelInboundHandler, RemovableChannelHandler {
     typealias InboundIn = ByteBuffer
     typealias InboundOut = ByteBuffer
@@ -86,8 +87,9 @@ final class RequestHeadGuard: ChannelInboundHandler, RemovableChannelHandler {
 }
 
 /// After the HTTP decoder (in place of NIO's HTTPServerProtocolErrorHandler, which answers everything 400): a parse
-/// error is answered once — 414 for a request line over the cap, 431 for too many or too large headers, 505 for an HTTP major version other than 1, 400
-/// for anything else (an HTTP/0.9 request line among them) — and the connection closed. Also tells the head guard
+/// error is answered once — 414 for a request line over the cap, 431 for too many or too large headers, 400 for
+/// anything else (an HTTP/0.9 request line or another major version among them) — and the connection closed (bytes
+/// after it are never read as another request). Also tells the head guard
 /// that the decoder produced a part.
 final class HTTPErrorResponder: ChannelDuplexHandler, RemovableChannelHandler {
     typealias InboundIn = HTTPServerRequestPart
