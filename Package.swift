@@ -121,6 +121,9 @@ let package = Package(
             dependencies: [
                 "AgentServer", "AgentCore", "AgentAPI", "Faults", "AgentCtlCommands",
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOEmbedded", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
             ],
             swiftSettings: upcoming),
         .testTarget(name: "AgentDaemonTests", dependencies: ["AgentDaemon"], swiftSettings: upcoming),

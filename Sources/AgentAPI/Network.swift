@@ -5,9 +5,8 @@ extension Units {
     /// (bytes per second). Returns bytes per second.
     public static func parseRate(_ text: String) -> UInt64? {
         let s = text.trimmingCharacters(in: .whitespaces)
-        let numberPart = s.prefix { $0.isNumber || $0 == "." }
-        guard !numberPart.isEmpty, let value = Double(numberPart), value > 0, value.isFinite else { return nil }
-        let unit = s.dropFirst(numberPart.count).trimmingCharacters(in: .whitespaces).lowercased()
+        guard s.utf8.count <= 64, let (value, length) = leadingNumber(Substring(s)), value > 0 else { return nil }
+        let unit = s.dropFirst(length).trimmingCharacters(in: .whitespaces).lowercased()
         let bitUnits: [String: Double] = ["bit": 1, "kbit": 1e3, "mbit": 1e6, "gbit": 1e9, "tbit": 1e12]
         let byteUnits: [String: Double] = [
             "b/s": 1, "kb/s": 1e3, "mb/s": 1e6, "gb/s": 1e9, "kib/s": 1024, "mib/s": 1024 * 1024,
@@ -21,8 +20,9 @@ extension Units {
         } else {
             return nil
         }
-        guard bytes >= 1, bytes < 1.8e19 else { return nil }
-        return UInt64(bytes.rounded())
+        let rounded = bytes.rounded()
+        guard rounded.isFinite, rounded >= 1, rounded <= Double(maxRate) else { return nil }
+        return UInt64(rounded)
     }
 }
 

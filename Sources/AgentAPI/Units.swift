@@ -2,15 +2,36 @@ import Foundation
 
 /// Parsing of the units the CLI and the API accept: durations, sizes, percentages. One place, so both agree.
 public enum Units {
-    /// `250ms`, `30s`, `5m`, `1h`, `1h30m`, `1.5s`, `100us`. No bare numbers: a unit is required.
+    /// The longest duration (and the largest sum of parts) any field accepts: 10 years. Anything longer is refused
+    /// as unparseable rather than converted (an unchecked conversion of `1e300s` would trap).
+    public static let maxDuration = Duration.seconds(10 * 366 * 86400)
+    /// The largest size any field accepts: 1 EiB.
+    public static let maxSize: UInt64 = 1 << 60
+    /// The largest rate any field accepts: 10 Tbit/s, in bytes per second.
+    public static let maxRate: UInt64 = 1_250_000_000_000
+    /// The largest percentage any field accepts (1,000,000 %, i.e. 10,000 CPUs); callers bound it further.
+    public static let maxPercent: Double = 1_000_000
+
+    /// The number at the start of `s`: ASCII digits with at most one '.', no sign, no exponent, at most 32
+    /// characters (so `1e300`, `½`, `٣` and 10,000-digit numbers never reach a conversion).
+    static func leadingNumber(_ s: Substring) -> (value: Double, length: Int)? {
+        let part = s.prefix { ($0.isASCII && $0.isNumber) || $0 == "." }
+        guard !part.isEmpty, part.count <= 32, part.filter({ $0 == "." }).count <= 1, part != ".",
+            let value = Double(part), value.isFinite, value >= 0
+        else { return nil }
+        return (value, part.count)
+    }
+
+    /// `250ms`, `30s`, `5m`, `1h`, `1h30m`, `1.5s`, `100us`. No bare numbers: a unit is required. At most
+    /// `maxDuration`.
     public static func parseDuration(_ text: String) -> Duration? {
         let s = text.trimmingCharacters(in: .whitespaces)
-        guard !s.isEmpty else { return nil }
+        guard !s.isEmpty, s.utf8.count <= 128 else { return nil }
         var total = Duration.zero
         var rest = Substring(s)
         while !rest.isEmpty {
-            let numberPart = rest.prefix { $0.isNumber || $0 == "." }
-            guard !numberPart.isEmpty, let value = Double(numberPart), value.isFinite else { return nil }
+            guard let (value, length) = leadingNumber(rest) else { return nil }
+            let numberPart = rest.prefix(length)
             rest = rest.dropFirst(numberPart.count)
             let unitPart = rest.prefix { $0.isLetter || $0 == "µ" }
             rest = rest.dropFirst(unitPart.count)
@@ -26,15 +47,18 @@ public enum Units {
             default: return nil
             }
             let nanos = value * nanosPerUnit
-            guard nanos < 1e18 else { return nil }
+            guard nanos.isFinite, nanos < 1e18 else { return nil }
             total += .nanoseconds(Int64(nanos.rounded()))
+            guard total <= maxDuration else { return nil }
         }
         return total
     }
 
     /// Human form of a duration: `1h2m3s`, `250ms`, `0s`.
     public static func formatDuration(_ d: Duration) -> String {
-        let totalMs = Int64((d.seconds * 1000).rounded())
+        let rawMs = (d.seconds * 1000).rounded()
+        // Checked: any Duration formats, however long (durations from requests are bounded by maxDuration anyway).
+        let totalMs = rawMs.isFinite && abs(rawMs) < 9e18 ? Int64(rawMs) : (rawMs < 0 ? 0 : Int64.max)
         if totalMs < 1000 { return "\(max(totalMs, 0))ms" }
         var secs = totalMs / 1000
         let ms = totalMs % 1000
@@ -54,9 +78,8 @@ public enum Units {
     /// `512KiB`, `256MiB`, `1GiB`, `10MB`, `4096` (bytes). Returns bytes.
     public static func parseSize(_ text: String) -> UInt64? {
         let s = text.trimmingCharacters(in: .whitespaces)
-        let numberPart = s.prefix { $0.isNumber || $0 == "." }
-        guard !numberPart.isEmpty, let value = Double(numberPart), value >= 0 else { return nil }
-        let unit = s.dropFirst(numberPart.count).trimmingCharacters(in: .whitespaces)
+        guard s.utf8.count <= 64, let (value, length) = leadingNumber(Substring(s)) else { return nil }
+        let unit = s.dropFirst(length).trimmingCharacters(in: .whitespaces)
         let multipliers: [String: Double] = [
             "": 1, "B": 1,
             "K": 1024, "KiB": 1024, "KB": 1e3, "kB": 1e3,
@@ -65,15 +88,17 @@ public enum Units {
             "T": 1024 * 1024 * 1024 * 1024, "TiB": 1024 * 1024 * 1024 * 1024, "TB": 1e12,
         ]
         guard let mult = multipliers[unit] else { return nil }
-        let bytes = value * mult
-        guard bytes < 1.8e19 else { return nil }
-        return UInt64(bytes.rounded())
+        let bytes = (value * mult).rounded()
+        guard bytes.isFinite, bytes <= Double(maxSize) else { return nil }
+        return UInt64(bytes)
     }
 
     /// `5%`, `0.5%`, `100%`. Returns the fraction 0...1 (values above 100 % are returned too; callers refuse them).
     public static func parsePercent(_ text: String) -> Double? {
         let s = text.trimmingCharacters(in: .whitespaces)
-        guard s.hasSuffix("%"), let v = Double(s.dropLast()), v.isFinite, v >= 0 else { return nil }
+        guard s.hasSuffix("%"), s.utf8.count <= 34, let (v, length) = leadingNumber(s.dropLast()), length == s.count - 1,
+            v <= maxPercent
+        else { return nil }
         return v / 100
     }
 }

@@ -14,6 +14,8 @@ public struct ConnectionLimits: Sendable {
     public var idle: TimeAmount
     public var request: TimeAmount
     public var maxBody: Int
+    /// Caps on the request line and headers (414, 431).
+    public var head = HeadLimits()
 
     public init(idle: TimeAmount = .seconds(75), request: TimeAmount = .seconds(15), maxBody: Int = 64 * 1024) {
         self.idle = idle
@@ -139,7 +141,11 @@ struct HTTPService: Sendable {
     /// Adds the HTTP codec and the deadline handler, then wraps the channel for async use. Call on the event loop.
     static func configure(_ channel: any Channel, limits: ConnectionLimits) throws -> Connection {
         let tracker = ResponseTracker()
-        try channel.pipeline.syncOperations.configureHTTPServerPipeline(withErrorHandling: true)
+        let pending = PendingHeadBytes()
+        try channel.pipeline.syncOperations.addHandler(RequestHeadGuard(limits: limits.head, pending: pending))
+        try channel.pipeline.syncOperations.configureHTTPServerPipeline(
+            withErrorHandling: false, withEncoderConfiguration: .init(), withDecoderLimitConfiguration: limits.head.decoder)
+        try channel.pipeline.syncOperations.addHandler(HTTPErrorResponder(limits: limits.head, pending: pending))
         try channel.pipeline.syncOperations.addHandler(RequestDeadlineHandler(limits: limits, tracker: tracker))
         return Connection(
             channel: try NIOAsyncChannel<HTTPServerRequestPart, HTTPServerResponsePart>(wrappingChannelSynchronously: channel),
@@ -188,6 +194,24 @@ struct HTTPService: Sendable {
                 for try await part in inbound {
                     switch part {
                     case .head(let h):
+                        // The decoder refuses other major versions; HTTP/1.x with an odd minor is refused here.
+                        guard h.version == .http1_1 || h.version == .http1_0 else {
+                            try await finish(APIRouter.error(AgentError(
+                                status: 505, code: "http-version-not-supported",
+                                message: "HTTP/\(h.version.major).\(h.version.minor) is not supported; use HTTP/1.1")), h)
+                            return
+                        }
+                        guard h.uri.utf8.count <= limits.head.maxTarget else {
+                            try await finish(APIRouter.error(AgentError(
+                                status: 414, code: "uri-too-long",
+                                message: "the request target is over \(limits.head.maxTarget) bytes")), h)
+                            return
+                        }
+                        if let twice = ["idempotency-key", "last-event-id", "content-length"].first(where: { h.headers[$0].count > 1 }) {
+                            try await finish(
+                                APIRouter.error(.badRequest("header \(twice) is given more than once", field: twice)), h)
+                            return
+                        }
                         if caller == nil {
                             switch await identify() {
                             case .success(let c): caller = c

@@ -76,7 +76,7 @@ public struct APIRouter: Sendable {
         switch (method, route) {
         case ("DELETE", .faults?): return .admin
         case ("POST", .faults?):
-            if case .object(let o)? = try? JSONDecoder().decode(JSONValue.self, from: body),
+            if case .object(let o)? = try? StrictJSON.parse(body),
                 case .object(let spec)? = o["spec"], spec["noDefaultExclusions"] == .bool(true)
             {
                 return .admin
@@ -108,12 +108,11 @@ public struct APIRouter: Sendable {
     }
 
     private func route(_ r: APIRequest, caller: Caller) async throws -> APIResponse {
-        let path = r.path.split(separator: "?", maxSplits: 1).first.map(String.init) ?? r.path
-        let parts = path.split(separator: "/", omittingEmptySubsequences: true).map(String.init)
+        let (path, parts, query) = try Self.target(r.path)
         if r.body.count > maxBody {
             throw AgentError.tooLarge("request body is \(r.body.count) bytes; the limit is \(maxBody)")
         }
-        let route = Route(parts)
+        let route = parts.flatMap { Route($0) }
         let needed = Self.requiredRole(method: r.method, route: route, body: r.body)
         guard caller.role >= needed else {
             throw AgentError.forbidden(
@@ -121,6 +120,17 @@ public struct APIRouter: Sendable {
                     + "\(Self.describe(needed, method: r.method, path: path)) needs \(needed.rawValue) (see docs/security.md)")
         }
         guard let route else { throw AgentError.notFound("no route \(r.method) \(path); see docs/api.md") }
+        // No route takes query parameters (yet): refuse them rather than ignore them, so that
+        // `DELETE /v1/faults?id=x` can never mean "revert every fault".
+        if let query {
+            let name = query.split(separator: "&", omittingEmptySubsequences: false).first
+                .map { String($0.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false).first ?? "") } ?? ""
+            throw AgentError.badRequest(
+                name.isEmpty
+                    ? "empty query in \(r.path); \(r.method) \(path) takes no query parameters"
+                    : "unknown query parameter '\(name.prefix(64))'; \(r.method) \(path) takes no query parameters",
+                field: name.isEmpty ? "query" : "query.\(name.prefix(64))")
+        }
         switch (r.method, route) {
         case ("GET", .healthz):
             guard await engine.isAccepting else { throw AgentError.notReady("reconciling the journal or shutting down") }
@@ -178,6 +188,28 @@ public struct APIRouter: Sendable {
         }
     }
 
+    /// The longest request target the router reads (the HTTP layer answers 414 before this in practice).
+    static let maxTarget = 8 * 1024
+
+    /// Splits a request target into its path, the path's segments and the raw query. One path, one meaning: the
+    /// target must be origin-form (`/...`); an empty segment (`//v1`, `/v1/faults/`) matches no route (`parts` is
+    /// nil, so the answer is 404), and so does a path with control characters or a fragment.
+    static func target(_ raw: String) throws -> (path: String, parts: [String]?, query: String?) {
+        guard raw.utf8.count <= maxTarget else {
+            throw AgentError(status: 414, code: "uri-too-long", message: "the request target is over \(maxTarget) bytes")
+        }
+        guard raw.hasPrefix("/") else {
+            throw AgentError.badRequest("the request target must be a path starting with '/'", field: "path")
+        }
+        let split = raw.split(separator: "?", maxSplits: 1, omittingEmptySubsequences: false)
+        let path = String(split[0])
+        let query = split.count > 1 ? String(split[1]) : nil
+        var segments = path.split(separator: "/", omittingEmptySubsequences: false).map(String.init)
+        segments.removeFirst()  // before the leading '/'
+        let clean = !segments.contains(where: \.isEmpty) && !raw.contains("#") && !raw.hasControlCharacters
+        return (path, clean ? segments : nil, query)
+    }
+
     /// The paths the API knows.
     enum Route {
         case healthz, metrics, status, faults, events
@@ -206,9 +238,11 @@ public struct APIRouter: Sendable {
         guard !body.isEmpty else { throw AgentError.badRequest("request body is empty; expected a JSON object") }
         let value: JSONValue
         do {
-            value = try JSONDecoder().decode(JSONValue.self, from: body)
+            value = try StrictJSON.parse(body)
+        } catch let e as StrictJSON.ParseError {
+            throw AgentError.badRequest(e.message, field: e.field)
         } catch {
-            throw AgentError.badRequest("malformed JSON: \(Self.describe(error))")
+            throw AgentError.badRequest("malformed JSON: \(error)")
         }
         guard case .object(let o) = value else { throw AgentError.badRequest("request body must be a JSON object") }
         return o
@@ -224,6 +258,11 @@ public struct APIRouter: Sendable {
             throw AgentError.badRequest("kind is required (pause, kill, ...)", field: "kind")
         }
         guard case .string(let kind) = kindValue else { throw AgentError.badRequest("kind must be a string", field: "kind") }
+        for (key, value) in [("kind", o["kind"]), ("ttl", o["ttl"]), ("heartbeat", o["heartbeat"])] {
+            if case .string(let s)? = value, s.hasControlCharacters || s.utf8.count > 256 {
+                throw AgentError.badRequest("\(key) must be at most 256 characters without control characters", field: key)
+            }
+        }
         guard let ttlValue = o["ttl"], ttlValue != .null else {
             throw AgentError.badRequest("ttl is required: every fault ends by itself (for example \"30s\")", field: "ttl")
         }
@@ -241,9 +280,15 @@ public struct APIRouter: Sendable {
                 throw AgentError.badRequest("labels must be an object of strings", field: "labels")
             }
             var out: [String: String] = [:]
-            for (k, v) in lo {
+            for (k, v) in lo.sorted(by: { $0.key < $1.key }) {
+                guard !k.hasControlCharacters else {
+                    throw AgentError.badRequest("label keys must not hold control characters", field: "labels")
+                }
                 guard case .string(let s) = v else {
                     throw AgentError.badRequest("label '\(k)' must be a string", field: "labels.\(k)")
+                }
+                guard !s.hasControlCharacters else {
+                    throw AgentError.badRequest("label '\(k)' must not hold control characters", field: "labels.\(k)")
                 }
                 out[k] = s
             }
@@ -252,16 +297,6 @@ public struct APIRouter: Sendable {
         let spec = o["spec"] ?? .object([:])
         guard case .object = spec else { throw AgentError.badRequest("spec must be a JSON object", field: "spec") }
         return FaultRequest(kind: kind, ttl: ttl, heartbeat: heartbeat, labels: labels, spec: spec)
-    }
-
-    static func describe(_ error: any Error) -> String {
-        if let d = error as? DecodingError {
-            switch d {
-            case .dataCorrupted(let c): return (c.underlyingError as NSError?)?.localizedDescription ?? c.debugDescription
-            default: return "\(d)"
-            }
-        }
-        return "\(error)"
     }
 
     // MARK: - Encoding

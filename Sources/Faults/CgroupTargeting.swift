@@ -21,17 +21,20 @@ struct CgroupTargeting: Sendable {
     static func given(_ reader: SpecReader) -> String? { keys.sorted().first { reader.has($0) } }
 
     func resolve(_ reader: SpecReader) throws -> (fs: CgroupFS, cgroup: String) {
+        // Malformed names are 400s whatever the host: read (and check) both fields before anything else.
+        _ = try reader.path("cgroup")
+        _ = try reader.path("unit", maxLength: 255)
         guard let fs else {
             throw AgentError.unsupported("this host has no cgroup v2 hierarchy mounted, so there is no cgroup to select")
         }
         let cgroup: String
-        if let raw = try reader.string("cgroup") {
+        if let raw = try reader.path("cgroup") {
             guard !raw.isEmpty else { throw AgentError.badRequest("cgroup must not be empty", field: "spec.cgroup") }
             do { cgroup = try fs.relative(raw) } catch { throw AgentError.badRequest("\(error)", field: "spec.cgroup") }
             guard fs.exists(cgroup) else {
                 throw AgentError.refused("there is no cgroup \(fs.directory(cgroup))", field: "spec.cgroup")
             }
-        } else if let unit = try reader.string("unit") {
+        } else if let unit = try reader.path("unit", maxLength: 255) {
             guard !unit.isEmpty, !unit.contains("/"), unit.contains(".") else {
                 throw AgentError.badRequest(
                     "unit '\(unit)' is not a systemd unit name (e.g. nginx.service, batch.slice)", field: "spec.unit")

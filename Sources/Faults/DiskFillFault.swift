@@ -269,7 +269,7 @@ public struct DiskFillDriver: FaultDriver {
 enum ResourcePaths {
     /// The `path` field: required, absolute, an existing directory.
     static func directory(_ reader: SpecReader) throws -> String {
-        guard let raw = try reader.string("path"), !raw.isEmpty else {
+        guard let raw = try reader.path("path"), !raw.isEmpty else {
             throw AgentError.badRequest("path is required: the directory whose file system to use", field: "spec.path")
         }
         // A NUL ends the name the kernel sees (`/tmp\u{0}x` is /tmp): such a path never names what it says.

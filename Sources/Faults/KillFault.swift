@@ -57,8 +57,13 @@ public struct KillDriver: FaultDriver {
         if let v = reader.object["signal"], v != .null {
             let text: String
             switch v {
-            case .string(let s): text = s
-            case .number(let n): text = String(Int(n))
+            case .string(let s):
+                guard s.utf8.count <= 16, !s.hasControlCharacters else {
+                    throw AgentError.badRequest("signal must be a name like KILL or a number 1-64", field: "spec.signal")
+                }
+                text = s
+            // Checked: 1e300, -1e300, 1e19 and 9.5 are 400s naming spec.signal (an unchecked Int(n) trapped).
+            case .number: text = String(try reader.integer("signal", range: 1...64)!)
             default: throw AgentError.badRequest("signal must be a name like KILL or a number", field: "spec.signal")
             }
             guard let n = ProcessSignaller.number(for: text) else {

@@ -76,14 +76,14 @@ struct NetworkSpec: Codable, Sendable, Equatable {
 
     init(from spec: JSONValue) throws {
         let r = try SpecReader(spec, kind: "network", allowed: Self.keys)
-        guard let iface = try r.string("interface"), !iface.isEmpty else {
+        guard let iface = try r.path("interface"), !iface.isEmpty else {
             throw AgentError.badRequest("interface is required (for example eth0)", field: "spec.interface")
         }
         guard iface.utf8.count <= 15, !iface.contains("/"), !iface.contains(" ") else {
             throw AgentError.badRequest("'\(iface)' is not an interface name (at most 15 characters, no '/' or spaces)", field: "spec.interface")
         }
         interface = iface
-        netns = try r.string("netns")
+        netns = try r.path("netns", maxLength: 255)
         if let n = netns, n.isEmpty || n.contains("/") || n == "." || n == ".." {
             throw AgentError.badRequest("netns must be a name under /run/netns", field: "spec.netns")
         }
@@ -272,10 +272,10 @@ struct NetworkSpec: Codable, Sendable, Equatable {
             let n: Double?
             switch item {
             case .number(let d): n = d
-            case .string(let s): n = Double(s)
+            case .string(let s): n = s.utf8.count <= 5 ? Int(s).map(Double.init) : nil
             default: n = nil
             }
-            guard let n, n.rounded() == n, n >= 1, n <= 65535 else {
+            guard let n, n.isFinite, n.rounded() == n, n >= 1, n <= 65535 else {
                 throw AgentError.badRequest("\(key) entries must be ports 1-65535", field: "spec.\(key)")
             }
             return UInt16(n)
@@ -285,10 +285,12 @@ struct NetworkSpec: Codable, Sendable, Equatable {
     static func stringList(_ r: SpecReader, _ key: String) throws -> [String] {
         guard let v = r.object[key], v != .null else { return [] }
         switch v {
-        case .string(let s): return [s]
+        case .string: return [try r.string(key)!]
         case .array(let a):
             return try a.map {
-                guard case .string(let s) = $0 else { throw AgentError.badRequest("\(key) must be strings", field: "spec.\(key)") }
+                guard case .string(let s) = $0, !s.hasControlCharacters else {
+                    throw AgentError.badRequest("\(key) must be strings without control characters", field: "spec.\(key)")
+                }
                 return s
             }
         default: throw AgentError.badRequest("\(key) must be a string or a list of strings", field: "spec.\(key)")

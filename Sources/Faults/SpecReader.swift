@@ -27,6 +27,24 @@ struct SpecReader {
     func string(_ key: String) throws -> String? {
         guard let v = object[key], v != .null else { return nil }
         guard case .string(let s) = v else { throw AgentError.badRequest("\(key) must be a string", field: "spec.\(key)") }
+        // No spec field has a use for control characters, and a NUL would cut a path short in the kernel's eyes
+        // while the agent journals the whole string (a fault that could then never be reverted).
+        guard !s.hasControlCharacters else {
+            throw AgentError.badRequest("\(key) must not hold NUL or other control characters", field: "spec.\(key)")
+        }
+        return s
+    }
+
+    /// The longest path-like field (PATH_MAX).
+    static let maxPathLength = 4096
+
+    /// A field naming something on the host: a path, a cgroup, a unit, an interface, a namespace. Like `string`
+    /// (no NUL or control characters), and at most `maxLength` bytes. Every driver reads such fields through here.
+    func path(_ key: String, maxLength: Int = SpecReader.maxPathLength) throws -> String? {
+        guard let s = try string(key) else { return nil }
+        guard s.utf8.count <= maxLength else {
+            throw AgentError.badRequest("\(key) is \(s.utf8.count) bytes long; the limit is \(maxLength)", field: "spec.\(key)")
+        }
         return s
     }
 
@@ -35,8 +53,9 @@ struct SpecReader {
         guard let v = object[key], v != .null else { return nil }
         let n: Int64?
         switch v {
-        case .number(let d): n = d.rounded() == d && abs(d) < 9e15 ? Int64(d) : nil
-        case .string(let s): n = Int64(s)
+        // Checked: 9.5, 1e300, -1e300 and 1e19 are refused here, never converted (a plain Int64(d) traps).
+        case .number(let d): n = d.isFinite && d.rounded() == d && abs(d) < 9e15 ? Int64(d) : nil
+        case .string(let s): n = s.utf8.count <= 20 ? Int64(s) : nil
         default: n = nil
         }
         guard let n else { throw AgentError.badRequest("\(key) must be a whole number", field: "spec.\(key)") }

@@ -74,6 +74,10 @@ public struct SqueezeDriver: FaultDriver {
                     "cpuMax '\(text)' is not a percentage of one CPU above zero (20% = a fifth of a CPU, 200% = two CPUs)",
                     field: "spec.cpuMax")
             }
+            // Bounded before it becomes a quota: an unchecked "1e300%" trapped in the Double-to-Int conversion.
+            guard share <= 4096 else {
+                throw AgentError.badRequest("cpuMax must be at most 409600% (4096 CPUs)", field: "spec.cpuMax")
+            }
             let raw = try current("cpu.max", controller: "cpu", field: "cpuMax")
             guard let original = CPUMax(parsing: raw) else {
                 throw AgentError.failed("cannot parse cpu.max '\(raw)' of \(fs.directory(cgroup))")
