@@ -23,6 +23,8 @@ public struct AgentConfig: Sendable, Equatable {
     public var metricsListen: ListenAddress?
     /// Free space a `disk-fill` must leave on its file system, and memory a `memory` fault must leave available.
     public var resourceReserve: UInt64 = 64 << 20
+    /// `[connections]`: connection caps per listener and per peer, idle limits, and the file-descriptor budget.
+    public var connections = ConnectionsConfig()
 
     /// The file this configuration was read from (nil: all defaults); SIGHUP re-reads it for `[remote.roles]`.
     public var sourcePath: String?
@@ -54,9 +56,12 @@ public struct AgentConfig: Sendable, Equatable {
             throw ConfigError("\(source): \(e.description) at line \(e.source.begin.line), column \(e.source.begin.column)")
         }
         var c = AgentConfig()
-        try checkKeys(table, allowed: ["agent", "policy", "network", "remote", "metrics"], section: nil, source: source)
+        try checkKeys(table, allowed: ["agent", "policy", "network", "remote", "metrics", "connections"], section: nil, source: source)
         if let remote = try section(table, "remote", source) {
             c.remote = try RemoteConfig.parse(remote, source: source)
+        }
+        if let connections = try section(table, "connections", source) {
+            c.connections = try ConnectionsConfig.parse(connections, source: source)
         }
         if let metrics = try section(table, "metrics", source) {
             try checkKeys(metrics, allowed: ["listen"], section: "metrics", source: source)

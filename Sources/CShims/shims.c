@@ -128,3 +128,18 @@ pid_t cshim_spawn_in_cgroup(const char *path, char *const argv[], int cgroup_fd,
 int cshim_fallocate(int fd, long long offset, long long length) { return fallocate(fd, 0, (off_t)offset, (off_t)length); }
 
 int cshim_no_new_privs(void) { return prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0); }
+
+#include <sys/resource.h>
+
+int cshim_get_nofile(unsigned long long *soft, unsigned long long *hard) {
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0) return -1;
+    *soft = (unsigned long long)rl.rlim_cur;
+    *hard = (unsigned long long)rl.rlim_max;
+    return 0;
+}
+
+int cshim_set_nofile(unsigned long long soft, unsigned long long hard) {
+    struct rlimit rl = {.rlim_cur = (rlim_t)soft, .rlim_max = (rlim_t)hard};
+    return setrlimit(RLIMIT_NOFILE, &rl);
+}

@@ -29,3 +29,7 @@ pid_t cshim_spawn_in_cgroup(const char *path, char *const argv[], int cgroup_fd,
 int cshim_fallocate(int fd, long long offset, long long length);
 /// prctl(PR_SET_NO_NEW_PRIVS, 1): 0 or -1 with errno set.
 int cshim_no_new_privs(void);
+/// getrlimit(RLIMIT_NOFILE): 0 or -1 with errno set.
+int cshim_get_nofile(unsigned long long *soft, unsigned long long *hard);
+/// setrlimit(RLIMIT_NOFILE): 0 or -1 with errno set (EPERM: raising the hard limit needs CAP_SYS_RESOURCE).
+int cshim_set_nofile(unsigned long long soft, unsigned long long hard);
