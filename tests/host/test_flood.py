@@ -10,25 +10,37 @@ import select
 import signal
 import socket
 import statistics
+import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
 from chaoslib import http_request, proc_state, wait_until
 from remotelib import free_port, https_once, make_certs, plain_get, remote_config
 
-FLOOD = 5000          # idle connections on each of the Unix socket and the TLS port
+# Idle connections on each of the Unix socket and the TLS port (CHAOS_FLOOD=0 runs the same leases without a flood,
+# to compare).
+FLOOD = int(os.environ.get("CHAOS_FLOOD", "5000"))
 FLOOD_UIDS = 20       # the socket flood comes from this many uids (none of them root), 250 connections each
 FLOOD_IPS = 20        # the TCP flood comes from this many loopback addresses, 250 connections each
-LEASES = 20
-TTL = 2.0
+LEASES = 100
+EXPIRY_START = 4.0     # the first lease ends this long after the first inject (the injects take ~2 s)...
+EXPIRY_SPACING = 0.02  # ...and each next one this much later
 
 
 def raise_own_fd_limit(n: int):
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft < n:
         resource.setrlimit(resource.RLIMIT_NOFILE, (max(n, soft), max(n, hard)))
+
+
+def realtime(pid: int):
+    """Puts every thread of `pid` in SCHED_RR at priority 1 (threads it creates later inherit it)."""
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            os.sched_setscheduler(int(tid), os.SCHED_RR, os.sched_param(1))
+        except ProcessLookupError:
+            pass
 
 
 def open_fds(pid: int) -> int:
@@ -75,8 +87,9 @@ class SocketFlood:
                     os.setuid(uid)
                     held, failed = [], 0
                     for _ in range(per_child):
+                        # Blocking: waits for room in the listen backlog (a timeout would make it non-blocking,
+                        # and a full backlog then fails at once with EAGAIN).
                         s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-                        s.settimeout(5)
                         try:
                             s.connect(path)
                             held.append(s)
@@ -154,6 +167,7 @@ def test_flood_on_socket_and_tls_port_leaves_reverts_on_time(make_agent, victims
     log = agent.log(tail=400)
     assert "open-file limit set" in log and "connection caps lowered" in log, log
     targets = [victims.spawn() for _ in range(LEASES)]
+    cli_target = victims.spawn()
 
     flood = SocketFlood(agent.socket, list(range(61001, 61001 + FLOOD_UIDS)), FLOOD // FLOOD_UIDS)
     tcp: list[socket.socket] = []
@@ -166,20 +180,52 @@ def test_flood_on_socket_and_tls_port_leaves_reverts_on_time(make_agent, victims
 
         # The flood is real: both listeners are refusing connections over their caps right now.
         text = plain_get(metrics_port, "/metrics", timeout=5).body.decode()
-        assert metric(text, "chaos_agent_connections_refused_total", listener="socket") >= 1000, text
-        assert metric(text, "chaos_agent_connections_refused_total", listener="remote") >= 1000, text
+        if FLOOD >= 5000:
+            assert metric(text, "chaos_agent_connections_refused_total", listener="socket") >= 1000, text
+            assert metric(text, "chaos_agent_connections_refused_total", listener="remote") >= 1000, text
 
-        # A legitimate client (root on the socket) injects short leases during the flood, several at once.
-        def inject(child):
+        # Watches every target from before its lease: the first moment it is seen running again after being stopped.
+        resumed: dict[int, float] = {}
+        watching = threading.Event()
+        watching.set()
+
+        def watch():
+            stopped: set[int] = set()
+            while watching.is_set() and len(resumed) < len(targets):
+                for child in targets:
+                    state = proc_state(child.pid)
+                    if state == "T":
+                        stopped.add(child.pid)
+                    elif child.pid in stopped and child.pid not in resumed:
+                        resumed[child.pid] = time.time()
+                time.sleep(0.002)
+        watcher = threading.Thread(target=watch, daemon=True)
+        watcher.start()
+
+        # The lag is measured against the flood, not against whatever else loads this machine (parallel builds on
+        # two cores): the agent's threads run SCHED_RR (priority 1), above ordinary processes but still sharing the
+        # CPU with the flood's clients and its own event loops, which accept and refuse the flood.
+        realtime(agent.pid)
+
+        # A legitimate client (root on the socket) injects 100 leases during the flood over HTTP, every answer
+        # within 1 s. Their deadlines are 20 ms apart and after the last inject, so each revert is timed on its own
+        # against the flood (not behind a batch expiring together, nor behind applies and their journal fsyncs).
+        leases = []
+        slowest = 0.0
+        first_deadline = time.monotonic() + EXPIRY_START
+        for i, child in enumerate(targets):
             t0 = time.monotonic()
-            f = agent.inject("pause", "--pid", str(child.pid), "--ttl", f"{TTL:g}s")
-            return child.pid, f, time.monotonic() - t0
-        with ThreadPoolExecutor(max_workers=10) as pool:
-            leases = list(pool.map(inject, targets))
-        slowest = max(took for _, _, took in leases)
-        assert slowest < 5, f"an inject took {slowest:.2f}s under the flood"
-        assert all(f["state"] == "active" for _, f, _ in leases), leases
-        expires = {pid: _epoch(f["expiresAt"]) for pid, f, _ in leases}
+            ttl_ms = max(500, round((first_deadline + i * EXPIRY_SPACING - t0) * 1000))
+            r = http_request(agent.socket, "POST", "/v1/faults",
+                             {"kind": "pause", "ttl": f"{ttl_ms}ms", "spec": {"pid": child.pid}}, timeout=5)
+            slowest = max(slowest, time.monotonic() - t0)
+            assert r.status == 201 and r.json["state"] == "active", (r.status, r.body)
+            leases.append((child.pid, r.json))
+        assert slowest < 1.0, f"an inject took {slowest:.3f}s under the flood"
+        expires = {pid: _epoch(f["expiresAt"]) for pid, f in leases}
+        # The CLI gets through too.
+        cli = agent.inject("pause", "--pid", str(cli_target.pid), "--ttl", "200ms")
+        assert cli["state"] == "active"
 
         # /healthz answers within 1 s on the socket and the metrics listener while the leases run.
         for _ in range(5):
@@ -190,14 +236,10 @@ def test_flood_on_socket_and_tls_port_leaves_reverts_on_time(make_agent, victims
             max_fds = max(max_fds, open_fds(agent.pid))
 
         # Every paused process resumes within 1 s of its expiresAt.
-        resumed: dict[int, float] = {}
-        deadline = time.monotonic() + max(expires.values()) - time.time() + 5
-        while len(resumed) < len(expires) and time.monotonic() < deadline:
-            for pid in expires:
-                if pid not in resumed and proc_state(pid) != "T":
-                    resumed[pid] = time.time()
-            max_fds = max(max_fds, open_fds(agent.pid))
-            time.sleep(0.005)
+        wait_until(lambda: len(resumed) == len(expires), max(expires.values()) - time.time() + 5, interval=0.05,
+                   what="every paused process to resume")
+        watching.clear()
+        watcher.join(timeout=5)
         late = {pid: round(resumed.get(pid, float("inf")) - expires[pid], 3) for pid in expires}
         assert all(v < 1.0 for v in late.values()), f"resume after expiresAt (s): {late}"
 
@@ -218,7 +260,7 @@ def test_flood_on_socket_and_tls_port_leaves_reverts_on_time(make_agent, victims
     # Connections never took the descriptors the revert path needs.
     assert max_fds <= 1024 - 200, f"the agent held {max_fds} fds during the flood"
     lags = revert_lags_ms(agent_log)
-    assert len(lags) == LEASES, agent_log
+    assert len(lags) == LEASES + 1, agent_log
     print(f"revert lag under flood (ms): p50 {statistics.median(lags):.3f} p99 {p99(lags):.3f} max {max(lags):.3f}; "
           f"max agent fds {max_fds}; resume after expiresAt (s) max {max(late.values()):.3f}")
     assert p99(lags) < 10.0, f"revert lag p99 {p99(lags):.3f} ms: {sorted(lags)}"
@@ -230,12 +272,25 @@ def _epoch(text: str) -> float:
     return parse_time(text)
 
 
+def has_cap_sys_resource() -> bool:
+    with open("/proc/self/status") as f:
+        eff = next(int(line.split()[1], 16) for line in f if line.startswith("CapEff:"))
+    return bool(eff & (1 << 24))  # CAP_SYS_RESOURCE
+
+
 def test_fd_limit_is_raised_at_start_up(make_agent):
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     agent = make_agent()
     have_soft, have_hard = fd_limit(agent.pid)
-    assert have_soft == have_hard and have_soft >= max(hard, 65536), (have_soft, have_hard)
-    assert "open-file limit set" in agent.log(tail=200)
+    log = agent.log(tail=200)
+    assert "open-file limit set" in log
+    if has_cap_sys_resource() or hard >= 65536:
+        # The soft limit goes to the hard limit, which goes to 65536 first when it is lower.
+        assert have_soft == have_hard == max(hard, 65536), (have_soft, have_hard)
+    else:
+        # Without CAP_SYS_RESOURCE (a container) the hard limit stays: the soft limit goes to it, and the log says why.
+        assert (have_soft, have_hard) == (hard, hard)
+        assert "cannot raise the hard limit" in log, log
 
 
 def test_per_peer_cap_answers_503_and_frees_the_slot(make_agent):
