@@ -98,6 +98,9 @@ public struct AgentEndpoint: Sendable, CustomStringConvertible {
         var config = HTTPClient.Configuration()
         config.timeout = .init(connect: connectTimeout, read: nil)
         config.connectionPool.retryConnectionEstablishment = false
+        // Drop a kept-alive connection well before the agent closes idle ones ([connections] idle-timeout, 10 s by
+        // default), so a request is never sent down a connection the agent is closing.
+        config.connectionPool.idleTimeout = .seconds(4)
         config.redirectConfiguration = .disallow
         config.decompression = .disabled
         switch transport {

@@ -26,6 +26,8 @@ public struct AgentConfig: Sendable, Equatable {
     /// `[disk-fill] allow-memory-backed`: disk-fill on tmpfs, devtmpfs, ramfs (RAM, not disk) is refused unless true;
     /// then it is bounded by a memory reserve (max of 10% of MemTotal and 256 MiB stays available).
     public var diskFillAllowMemoryBacked = false
+    /// `[connections]`: connection caps per listener and per peer, idle limits, and the file-descriptor budget.
+    public var connections = ConnectionsConfig()
 
     /// The file this configuration was read from (nil: all defaults); SIGHUP re-reads it for `[remote.roles]`.
     public var sourcePath: String?
@@ -57,9 +59,12 @@ public struct AgentConfig: Sendable, Equatable {
             throw ConfigError("\(source): \(e.description) at line \(e.source.begin.line), column \(e.source.begin.column)")
         }
         var c = AgentConfig()
-        try checkKeys(table, allowed: ["agent", "policy", "network", "remote", "metrics", "disk-fill"], section: nil, source: source)
+        try checkKeys(table, allowed: ["agent", "policy", "network", "remote", "metrics", "disk-fill", "connections"], section: nil, source: source)
         if let remote = try section(table, "remote", source) {
             c.remote = try RemoteConfig.parse(remote, source: source)
+        }
+        if let connections = try section(table, "connections", source) {
+            c.connections = try ConnectionsConfig.parse(connections, source: source)
         }
         if let metrics = try section(table, "metrics", source) {
             try checkKeys(metrics, allowed: ["listen"], section: "metrics", source: source)

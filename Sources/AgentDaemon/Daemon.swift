@@ -22,6 +22,8 @@ public final class Daemon: Sendable {
     /// This instance's marks on what it installs (see `AgentInstance`).
     public let instance: AgentInstance
     let startedAt = Date()
+    /// The connection caps in force: `[connections]` fitted into the open-file limit set at start-up.
+    public let connectionBudget: ConnectionBudget
 
     /// Locks the state directory, probes the host, opens the journal and builds the lease engine.
     public init(
@@ -32,6 +34,8 @@ public final class Daemon: Sendable {
         self.config = config
         self.logger = logger
         lock = try StateDirLock(directory: config.stateDir, role: role, acquire: acquire)
+        // Before anything else opens: a high RLIMIT_NOFILE, and connection caps that leave fds for reverts.
+        connectionBudget = FileLimit.prepare(config, logger: logger)
         host = HostProbe.probe()
         // Under memory pressure the OOM killer takes stress workers (+1000) long before the agent, which must live
         // to revert every fault.
@@ -84,7 +88,10 @@ public final class Daemon: Sendable {
         }
         let engine = self.engine
         let server = UnixSocketServer(
-            options: .init(path: config.socket, mode: config.socketMode, group: group, maxBody: config.maxBody),
+            options: .init(
+                path: config.socket, mode: config.socketMode, group: group, maxBody: config.maxBody,
+                maxConnections: connectionBudget.socket, perPeer: connectionBudget.perPeer,
+                idle: config.connections.idleTimeout),
             router: router, logger: logger,
             onListening: {
                 _ = notifier.ready(status: "serving; reconciled \(recovered) fault(s) from the journal")
@@ -100,7 +107,11 @@ public final class Daemon: Sendable {
         if let remote = config.remote {
             // Loaded now: a missing or bad certificate stops the agent before it serves anything.
             let server = try TLSServer(
-                options: .init(remote: remote, limits: ConnectionLimits(maxBody: config.maxBody)), router: router,
+                options: .init(
+                    remote: remote, limits: ConnectionLimits(idle: config.connections.idleTimeout, maxBody: config.maxBody),
+                    maxConnections: connectionBudget.remote, perPeer: connectionBudget.perPeer,
+                    handshakes: connectionBudget.handshakes, handshakeTimeout: config.connections.handshakeTimeout),
+                router: router,
                 logger: logger)
             tls = server
             services.append(.init(service: server, successTerminationBehavior: .gracefullyShutdownGroup, failureTerminationBehavior: .gracefullyShutdownGroup))
@@ -108,7 +119,9 @@ public final class Daemon: Sendable {
         // Always trapped: SIGHUP's default action would end the agent (and leave its faults to `reap`).
         services.append(.init(service: ReloadOnHangup(tls: tls, configPath: config.sourcePath, logger: logger), successTerminationBehavior: .ignore, failureTerminationBehavior: .ignore))
         if let listen = config.metricsListen {
-            let metrics = MetricsServer(listen: listen, router: router, logger: logger)
+            let metrics = MetricsServer(
+                listen: listen, router: router, logger: logger, maxConnections: connectionBudget.metrics,
+                perPeer: connectionBudget.perPeer, idle: config.connections.idleTimeout)
             services.append(.init(service: metrics, successTerminationBehavior: .gracefullyShutdownGroup, failureTerminationBehavior: .gracefullyShutdownGroup))
         }
         let serviceGroup = ServiceGroup(

@@ -154,14 +154,16 @@ struct HTTPService: Sendable {
 
     /// Accepts connections until graceful shutdown (which closes the listening socket), each served in its own child
     /// task by `body`; open connections are cancelled when the listener ends.
+    /// Connections refused at accept (over a `ConnectionGate` cap) are already being closed and are skipped.
     static func acceptLoop<Extra: Sendable>(
-        _ server: NIOAsyncChannel<(Connection, Extra), Never>,
+        _ server: NIOAsyncChannel<Admitted<Extra>, Never>,
         _ body: @escaping @Sendable (Connection, Extra) async -> Void
     ) async throws {
         try await withGracefulShutdownHandler {
             try await withThrowingDiscardingTaskGroup { group in
                 try await server.executeThenClose { connections in
-                    for try await (connection, extra) in connections {
+                    for try await admitted in connections {
+                        guard case .serve(let connection, let extra) = admitted else { continue }
                         group.addTask { await body(connection, extra) }
                     }
                 }

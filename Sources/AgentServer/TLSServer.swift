@@ -63,20 +63,34 @@ public final class TLSServer: Service, Sendable {
         public var clientCA: String
         public var roles: [String: Role]
         public var limits: ConnectionLimits
+        /// Most connections held at once, from one IP address, and still in their TLS handshake.
+        public var maxConnections: Int
+        public var perPeer: Int
+        public var handshakes: Int
+        /// A handshake not complete within this is closed.
+        public var handshakeTimeout: Duration
 
-        public init(remote: RemoteConfig, limits: ConnectionLimits) {
+        public init(
+            remote: RemoteConfig, limits: ConnectionLimits, maxConnections: Int = 512, perPeer: Int = 32,
+            handshakes: Int = 64, handshakeTimeout: Duration = .seconds(5)
+        ) {
             listen = remote.listen
             certificate = remote.certificate
             privateKey = remote.privateKey
             clientCA = remote.clientCA
             roles = remote.roles
             self.limits = limits
+            self.maxConnections = maxConnections
+            self.perPeer = perPeer
+            self.handshakes = handshakes
+            self.handshakeTimeout = handshakeTimeout
         }
     }
 
     let options: Options
     let http: HTTPService
     let logger: Logger
+    let gate: ConnectionGate
     private let roles: Mutex<CertificateRoles>
     private let context: Mutex<NIOSSLContext>
     private let boundPort = Mutex<Int?>(nil)
@@ -87,6 +101,9 @@ public final class TLSServer: Service, Sendable {
         self.logger = logger
         self.roles = Mutex(CertificateRoles(roles: options.roles))
         self.http = HTTPService(handle: { await router.handle($0, caller: $1) }, limits: options.limits, logger: logger)
+        self.gate = ConnectionGate(
+            listener: "remote", total: options.maxConnections, perPeer: options.perPeer, handshakes: options.handshakes,
+            logger: logger)
         self.context = Mutex(try Self.makeContext(options))
     }
 
@@ -131,16 +148,25 @@ public final class TLSServer: Service, Sendable {
 
     public func run() async throws {
         let limits = options.limits
+        let handshakeTimeout = TimeAmount(options.handshakeTimeout)
         let server = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
             .serverChannelOption(.backlog, value: 256)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
             .bind(host: options.listen.host, port: options.listen.port) { channel in
-                channel.eventLoop.makeCompletedFuture {
+                channel.eventLoop.makeCompletedFuture { () -> Admitted<String> in
+                    // Counted per IP address before any TLS work: a refused connection is closed without a byte.
+                    let ip = channel.remoteAddress?.ipAddress ?? "?"
+                    let gate = self.gate
+                    guard gate.admit(channel, peer: ip, handshake: true) == nil else {
+                        try channel.pipeline.syncOperations.addHandler(RefuseHandler(farewell: nil))
+                        return .refused
+                    }
                     let ssl = NIOSSLServerHandler(context: self.context.withLock { $0 })
                     try channel.pipeline.syncOperations.addHandler(ssl)
+                    try channel.pipeline.syncOperations.addHandler(HandshakeGuard(timeout: handshakeTimeout, gate: gate))
                     let peer = channel.remoteAddress.map { "\($0.ipAddress ?? "?"):\($0.port ?? 0)" } ?? "?"
-                    return (try HTTPService.configure(channel, limits: limits), peer)
+                    return .serve(try HTTPService.configure(channel, limits: limits), peer)
                 }
             }
         boundPort.withLock { $0 = server.channel.localAddress?.port }
@@ -148,7 +174,8 @@ public final class TLSServer: Service, Sendable {
             "listening (mutual TLS)",
             metadata: [
                 "address": "\(options.listen)", "port": "\(server.channel.localAddress?.port ?? 0)",
-                "identities": "\(options.roles.count)",
+                "identities": "\(options.roles.count)", "maxConnections": "\(options.maxConnections)",
+                "perPeer": "\(options.perPeer)", "handshakes": "\(options.handshakes)",
             ])
         try await HTTPService.acceptLoop(server) { connection, peer in await self.serve(connection, peer: peer) }
     }
@@ -172,10 +199,16 @@ public final class MetricsServer: Service, Sendable {
     let listen: ListenAddress
     let http: HTTPService
     let logger: Logger
+    let gate: ConnectionGate
 
-    public init(listen: ListenAddress, router: APIRouter, logger: Logger) {
+    /// `maxConnections` in all and `perPeer` from one IP address; `idle`: see `ConnectionLimits`.
+    public init(
+        listen: ListenAddress, router: APIRouter, logger: Logger, maxConnections: Int = 64, perPeer: Int = 32,
+        idle: Duration = .seconds(10)
+    ) {
         self.listen = listen
         self.logger = logger
+        self.gate = ConnectionGate(listener: "metrics", total: maxConnections, perPeer: perPeer, logger: logger)
         self.http = HTTPService(
             handle: { request, caller in
                 let path = request.path.split(separator: "?", maxSplits: 1).first.map(String.init) ?? request.path
@@ -183,7 +216,7 @@ public final class MetricsServer: Service, Sendable {
                     return APIRouter.error(.notFound("this listener serves only GET /metrics and /healthz"))
                 }
                 return await router.handle(request, caller: caller)
-            }, limits: ConnectionLimits(maxBody: 1024), logger: logger)
+            }, limits: ConnectionLimits(idle: TimeAmount(idle), maxBody: 1024), logger: logger)
     }
 
     public func run() async throws {
@@ -192,9 +225,14 @@ public final class MetricsServer: Service, Sendable {
             .serverChannelOption(.backlog, value: 64)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .bind(host: listen.host, port: listen.port) { channel in
-                channel.eventLoop.makeCompletedFuture {
+                channel.eventLoop.makeCompletedFuture { () -> Admitted<String> in
+                    if let refusal = self.gate.admit(channel, peer: channel.remoteAddress?.ipAddress ?? "?") {
+                        try channel.pipeline.syncOperations.addHandler(
+                            RefuseHandler(farewell: ConnectionGate.refusalResponse(refusal, listener: "metrics")))
+                        return .refused
+                    }
                     let peer = channel.remoteAddress.map { "\($0.ipAddress ?? "?"):\($0.port ?? 0)" } ?? "?"
-                    return (try HTTPService.configure(channel, limits: limits), peer)
+                    return .serve(try HTTPService.configure(channel, limits: limits), peer)
                 }
             }
         logger.info("listening (metrics)", metadata: ["address": "\(listen)"])

@@ -14,22 +14,71 @@ struct PeerCredentials: Sendable {
     var gid: UInt32 = 0
 }
 
-/// Maps peer credentials to a caller: root is `admin`, members of the socket group are `operator` (inject, renew,
-/// revert one fault), anyone else who can connect is a `viewer` (read only).
+/// Two `T`s side by side: `Twice<Twice<UInt32>>` is four gids. Sizes the SO_PEERGROUPS buffer (a fixed-size value,
+/// as NIO's `unsafeGetSocketOption` takes) without spelling out a tuple of thousands of elements.
+struct Twice<T: Sendable>: Sendable {
+    var a: T
+    var b: T
+}
+/// 64 gids, the buffer tried first.
+typealias Gids64 = Twice<Twice<Twice<Twice<Twice<Twice<UInt32>>>>>>
+/// 65,536 gids (NGROUPS_MAX), the buffer tried when 64 is too small (ERANGE).
+typealias Gids65536 = Twice<Twice<Twice<Twice<Twice<Twice<Twice<Twice<Twice<Twice<Gids64>>>>>>>>>>
+
+/// The peer's credentials as the kernel recorded them when it connected: SO_PEERCRED (pid, uid, primary gid) and
+/// SO_PEERGROUPS (supplementary groups; Linux 4.13+). These are the credentials of the connecting process, not what
+/// /etc/group says its user could have: a process started with `SupplementaryGroups=` or `setpriv --groups` holds
+/// the group, one that dropped it (`setpriv --clear-groups`) does not.
+struct PeerIdentity: Sendable {
+    var credentials: PeerCredentials
+    /// Supplementary gids, without 0: the kernel fills only as many entries as the peer has and NIO hands the buffer
+    /// over zeroed, so a 0 cannot be told from an unused entry. Group 0 counts through the primary gid only.
+    var groups: [UInt32]
+
+    /// Reads both options from an accepted Unix-domain channel (on its event loop).
+    static func read(_ channel: any Channel) -> EventLoopFuture<PeerIdentity> {
+        guard let provider = channel as? any SocketOptionProvider else {
+            return channel.eventLoop.makeSucceededFuture(
+                PeerIdentity(credentials: PeerCredentials(pid: 0, uid: UInt32.max, gid: UInt32.max), groups: []))
+        }
+        let level = NIOBSDSocket.OptionLevel(rawValue: SOL_SOCKET)
+        let credentials: EventLoopFuture<PeerCredentials> = provider.unsafeGetSocketOption(
+            level: level, name: NIOBSDSocket.Option(rawValue: SO_PEERCRED))
+        let groupsOption = NIOBSDSocket.Option(rawValue: SO_PEERGROUPS)
+        let small: EventLoopFuture<[UInt32]> = provider.unsafeGetSocketOption(level: level, name: groupsOption)
+            .map { (g: Gids64) in gids(g) }
+        let groups = small.flatMapError { error -> EventLoopFuture<[UInt32]> in
+            guard (error as? IOError)?.errnoCode == ERANGE else { return channel.eventLoop.makeFailedFuture(error) }
+            return provider.unsafeGetSocketOption(level: level, name: groupsOption).map { (g: Gids65536) in gids(g) }
+        }
+        return credentials.flatMap { cred in
+            // No SO_PEERGROUPS (an old kernel): only the primary gid counts, which never grants more than the kernel says.
+            groups.map { PeerIdentity(credentials: cred, groups: $0) }
+                .recover { _ in PeerIdentity(credentials: cred, groups: []) }
+        }
+    }
+
+    static func gids<T>(_ buffer: T) -> [UInt32] {
+        withUnsafeBytes(of: buffer) { raw in raw.bindMemory(to: UInt32.self).filter { $0 != 0 } }
+    }
+}
+
+/// Maps peer credentials to a caller: root is `admin`, a process holding the socket group (as its primary gid or as
+/// one of its supplementary groups, as the kernel recorded them at connect) is `operator` (inject, renew, revert
+/// one fault), anyone else who can connect is a `viewer` (read only).
 public struct PeerAuthorizer: Sendable {
     public var writerGroup: UInt32?
 
     public init(writerGroup: UInt32?) { self.writerGroup = writerGroup }
 
-    public func caller(uid: UInt32, gid: UInt32, pid: Int32) -> Caller {
+    /// `groups` are the peer's supplementary groups from SO_PEERGROUPS; /etc/group is never consulted.
+    public func caller(uid: UInt32, gid: UInt32, groups: [UInt32] = [], pid: Int32) -> Caller {
         let name = Self.userName(uid)
         let identity = name.map { "unix:\($0)" } ?? "unix:uid=\(uid)"
         var role = Role.viewer
         if uid == 0 {
             role = .admin
-        } else if let g = writerGroup,
-            gid == g || Self.supplementaryGroups(uid: uid, name: name, primary: gid).contains(g)
-        {
+        } else if let g = writerGroup, gid == g || groups.contains(g) {
             role = .operator
         }
         return Caller(identity: identity, role: role, pid: pid > 0 ? pid : nil)
@@ -43,17 +92,6 @@ public struct PeerAuthorizer: Sendable {
             return nil
         }
         return String(cString: n)
-    }
-
-    static func supplementaryGroups(uid: UInt32, name: String?, primary: UInt32) -> [UInt32] {
-        guard let name else { return [] }
-        var count: Int32 = 64
-        var groups = [gid_t](repeating: 0, count: Int(count))
-        if getgrouplist(name, primary, &groups, &count) == -1 {
-            groups = [gid_t](repeating: 0, count: Int(count))
-            guard getgrouplist(name, primary, &groups, &count) != -1 else { return [] }
-        }
-        return Array(groups.prefix(Int(count)))
     }
 
     /// The gid of a group by name, or nil when there is no such group.
@@ -75,11 +113,22 @@ public final class UnixSocketServer: Service, Sendable {
         public var mode: UInt32
         public var group: UInt32?
         public var maxBody: Int
-        public init(path: String, mode: UInt32, group: UInt32?, maxBody: Int) {
+        /// Most connections held at once, and from one uid (root's count against `perPeer` only).
+        public var maxConnections: Int
+        public var perPeer: Int
+        /// A connection sending no request head within this (of connecting or of its last answer) is closed.
+        public var idle: Duration
+        public init(
+            path: String, mode: UInt32, group: UInt32?, maxBody: Int, maxConnections: Int = 256, perPeer: Int = 32,
+            idle: Duration = .seconds(10)
+        ) {
             self.path = path
             self.mode = mode
             self.group = group
             self.maxBody = maxBody
+            self.maxConnections = maxConnections
+            self.perPeer = perPeer
+            self.idle = idle
         }
     }
 
@@ -89,6 +138,7 @@ public final class UnixSocketServer: Service, Sendable {
     let logger: Logger
     let onListening: @Sendable () -> Void
     let http: HTTPService
+    let gate: ConnectionGate
 
     public init(
         options: Options, router: APIRouter, logger: Logger, onListening: @escaping @Sendable () -> Void = {}
@@ -99,8 +149,10 @@ public final class UnixSocketServer: Service, Sendable {
         self.logger = logger
         self.onListening = onListening
         self.http = HTTPService(
-            handle: { await router.handle($0, caller: $1) }, limits: ConnectionLimits(maxBody: options.maxBody),
-            logger: logger)
+            handle: { await router.handle($0, caller: $1) },
+            limits: ConnectionLimits(idle: TimeAmount(options.idle), maxBody: options.maxBody), logger: logger)
+        self.gate = ConnectionGate(
+            listener: "socket", total: options.maxConnections, perPeer: options.perPeer, logger: logger)
     }
 
     public func run() async throws {
@@ -108,15 +160,16 @@ public final class UnixSocketServer: Service, Sendable {
         let server = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
             .serverChannelOption(.backlog, value: 256)
             .bind(unixDomainSocketPath: options.path, cleanupExistingSocketFile: false) { channel in
-                let provider = channel as? any SocketOptionProvider
-                let credentials: EventLoopFuture<PeerCredentials> =
-                    provider?.unsafeGetSocketOption(
-                        level: NIOBSDSocket.OptionLevel(rawValue: SOL_SOCKET),
-                        name: NIOBSDSocket.Option(rawValue: SO_PEERCRED))
-                    ?? channel.eventLoop.makeSucceededFuture(PeerCredentials(pid: 0, uid: UInt32.max, gid: UInt32.max))
                 let limits = self.http.limits
-                return credentials.flatMapThrowing { cred in
-                    (try HTTPService.configure(channel, limits: limits), cred)
+                let gate = self.gate
+                return PeerIdentity.read(channel).flatMapThrowing { peer -> Admitted<PeerIdentity> in
+                    let uid = peer.credentials.uid
+                    if let refusal = gate.admit(channel, peer: "uid=\(uid)", privileged: uid == 0) {
+                        try channel.pipeline.syncOperations.addHandler(
+                            RefuseHandler(farewell: ConnectionGate.refusalResponse(refusal, listener: "socket")))
+                        return .refused
+                    }
+                    return .serve(try HTTPService.configure(channel, limits: limits), peer)
                 }
             }
         guard chmod(options.path, mode_t(options.mode)) == 0 else {
@@ -127,12 +180,17 @@ public final class UnixSocketServer: Service, Sendable {
         }
         logger.info(
             "listening",
-            metadata: ["socket": "\(options.path)", "mode": "\(String(options.mode, radix: 8))", "gid": "\(options.group.map(String.init) ?? "-")"])
+            metadata: [
+                "socket": "\(options.path)", "mode": "\(String(options.mode, radix: 8))",
+                "gid": "\(options.group.map(String.init) ?? "-")", "maxConnections": "\(options.maxConnections)",
+                "perPeer": "\(options.perPeer)",
+            ])
         onListening()
 
-        try await HTTPService.acceptLoop(server) { connection, cred in
+        try await HTTPService.acceptLoop(server) { connection, peer in
+            let cred = peer.credentials
             await self.http.serve(connection, peer: "unix:pid=\(cred.pid)") {
-                .success(self.authorizer.caller(uid: cred.uid, gid: cred.gid, pid: cred.pid))
+                .success(self.authorizer.caller(uid: cred.uid, gid: cred.gid, groups: peer.groups, pid: cred.pid))
             }
         }
         unlink(options.path)

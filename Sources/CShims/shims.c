@@ -153,3 +153,18 @@ pid_t cshim_spawn_detached(const char *path, char *const argv[], int stdin_fd) {
     execv(path, argv);
     _exit(127);
 }
+
+#include <sys/resource.h>
+
+int cshim_get_nofile(unsigned long long *soft, unsigned long long *hard) {
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0) return -1;
+    *soft = (unsigned long long)rl.rlim_cur;
+    *hard = (unsigned long long)rl.rlim_max;
+    return 0;
+}
+
+int cshim_set_nofile(unsigned long long soft, unsigned long long hard) {
+    struct rlimit rl = {.rlim_cur = (rlim_t)soft, .rlim_max = (rlim_t)hard};
+    return setrlimit(RLIMIT_NOFILE, &rl);
+}

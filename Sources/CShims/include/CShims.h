@@ -36,3 +36,7 @@ int cshim_no_new_privs(void);
 /// it; default signal dispositions and an empty mask), `stdin_fd` as its standard input, every fd above 2 closed. Only
 /// async-signal-safe calls between fork and exec. Returns the pid or -1 with errno set.
 pid_t cshim_spawn_detached(const char *path, char *const argv[], int stdin_fd);
+/// getrlimit(RLIMIT_NOFILE): 0 or -1 with errno set.
+int cshim_get_nofile(unsigned long long *soft, unsigned long long *hard);
+/// setrlimit(RLIMIT_NOFILE): 0 or -1 with errno set (EPERM: raising the hard limit needs CAP_SYS_RESOURCE).
+int cshim_set_nofile(unsigned long long soft, unsigned long long hard);
