@@ -17,7 +17,7 @@ public struct PauseDriver: FaultDriver {
     let host: HostFacts
     /// The pidfds each pause opened at apply, kept until its revert has resumed the processes: a revert needs no new
     /// file descriptor, so an agent out of descriptors (a connection flood) still resumes what it stopped.
-    let held = HeldPidfds()
+    let held: HeldPidfds
 
     struct Plan: Codable, Sendable, Equatable {
         var processes: [ProcessRef]
@@ -37,8 +37,9 @@ public struct PauseDriver: FaultDriver {
 
     public init(
         procfs: ProcFS = ProcFS(), processGuard: ProcessGuard, host: HostFacts, ownCgroup: String? = nil,
-        pidfds: any PidfdCalls = KernelPidfds()
+        pidfds: any PidfdCalls = KernelPidfds(), heldPidfdLimit: Int = 512
     ) {
+        held = HeldPidfds(limit: heldPidfdLimit)
         targeting = ProcessTargeting(procfs: procfs, processGuard: processGuard)
         cgroups = CgroupTargeting(mount: host.cgroup2Mount, ownCgroup: ownCgroup ?? CgroupFS.cgroup(ofPID: getpid()))
         signaller = ProcessSignaller(procfs: procfs, calls: pidfds)
@@ -200,11 +201,19 @@ public struct PauseDriver: FaultDriver {
 }
 
 /// pidfds kept from a pause's apply to its revert, by process identity (claims make an identity belong to one fault).
+/// At most `limit` (default 512) are kept, so that pausing thousands of processes cannot itself use up the agent's descriptors;
+/// a process past the limit is resumed through a pidfd opened at revert, as after a restart.
 final class HeldPidfds: @unchecked Sendable {
+    let limit: Int
     private let lock = NSLock()
     private var handles: [ProcessIdentity: ProcessHandle] = [:]
 
-    func keep(_ handle: ProcessHandle) { lock.withLock { handles[handle.identity] = handle } }
+    init(limit: Int) { self.limit = limit }
+
+    /// Keeps the pidfd for the revert, unless `limit` are kept already (then it is closed when released).
+    func keep(_ handle: ProcessHandle) {
+        lock.withLock { if handles.count < limit { handles[handle.identity] = handle } }
+    }
     func handle(for identity: ProcessIdentity) -> ProcessHandle? { lock.withLock { handles[identity] } }
     /// Forgets (and so closes) the pidfd.
     func release(_ identity: ProcessIdentity) { _ = lock.withLock { handles.removeValue(forKey: identity) } }

@@ -243,6 +243,20 @@ struct PidReuseTests {
         #expect(kernel.signals(target) == [SIGSTOP, SIGCONT, SIGSTOP, SIGCONT])
     }
 
+    /// Past the limit of held pidfds, a paused process is resumed through a pidfd opened at revert.
+    @Test func heldPidfdsAreCapped() async throws {
+        let a = kernel.spawn(SimulatedKernel.process(950, "db"))
+        let b = kernel.spawn(SimulatedKernel.process(951, "db", start: 9))
+        let driver = PauseDriver(
+            procfs: procfs, processGuard: guardian, host: simulatedHost, ownCgroup: "/x", pidfds: kernel, heldPidfdLimit: 1)
+        let prepared = try driver.prepare(spec: .object(["name": .string("^db$")]), context: FaultContext(owner: "t"))
+        _ = try await driver.apply(plan: prepared.plan)
+        #expect(driver.held.count == 1 && kernel.openDescriptors == 1)
+        try await driver.revert(plan: prepared.plan)
+        #expect(kernel.signals(a) == [SIGSTOP, SIGCONT] && kernel.signals(b) == [SIGSTOP, SIGCONT])
+        #expect(driver.held.count == 0 && kernel.openDescriptors == 0)
+    }
+
     /// Nested quantifiers against the name: answered at once (the old Regex took 32 s per such process).
     @Test func pathologicalNameIsCheap() throws {
         let name = "x" + String(repeating: "a", count: 20) + "b"
