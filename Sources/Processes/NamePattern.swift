@@ -253,8 +253,8 @@ public struct PatternError: Error, Sendable, Equatable, CustomStringConvertible 
 
 /// The steps all the matching for one request may take (each a few nanoseconds).
 public struct MatchBudget: Sendable {
-    /// Some 10x what a plain pattern costs against a busy host (500 processes, long command lines); a few tens of
-    /// milliseconds in a release build.
+    /// Some 10x what a plain pattern costs against a busy host (500 processes, long command lines). Measured at about
+    /// 4 ns a step in a release build and 70 ns in a debug build: 4 million steps are ~20 ms and ~0.3 s.
     public static let perRequest = 4_000_000
 
     public var limit: Int
