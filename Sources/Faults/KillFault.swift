@@ -29,7 +29,8 @@ public struct KillDriver: FaultDriver {
         var cgroup: String?
         /// SIGKILL to a cgroup holding no protected process: one write to cgroup.kill (safe against forks).
         var cgroupKill: Bool?
-        var callerLineage: [Int32]
+        /// The caller and its ancestors as (pid, start time) (bare pids in plans journaled by older agents).
+        var callerLineage: [ProcessIdentity]
         var processes: [ProcessRef]
         var skipped: [SkippedProcess]
     }
@@ -41,10 +42,13 @@ public struct KillDriver: FaultDriver {
         var skipped: [SkippedProcess]
     }
 
-    public init(procfs: ProcFS = ProcFS(), processGuard: ProcessGuard, host: HostFacts, logger: Logger) {
+    public init(
+        procfs: ProcFS = ProcFS(), processGuard: ProcessGuard, host: HostFacts, logger: Logger,
+        pidfds: any PidfdCalls = KernelPidfds()
+    ) {
         targeting = ProcessTargeting(procfs: procfs, processGuard: processGuard)
         cgroups = CgroupTargeting(mount: host.cgroup2Mount)
-        signaller = ProcessSignaller(procfs: procfs)
+        signaller = ProcessSignaller(procfs: procfs, calls: pidfds)
         self.host = host
         self.logger = logger
     }
@@ -80,7 +84,8 @@ public struct KillDriver: FaultDriver {
         let lineage = targeting.processGuard.lineage(of: context.callerPID)
         var plan = Plan(
             signal: signal, signalName: ProcessSignaller.name(of: signal), pid: nil, name: nil,
-            repeatSeconds: repeatEvery?.seconds, callerLineage: lineage.sorted(), processes: [], skipped: [])
+            repeatSeconds: repeatEvery?.seconds, callerLineage: lineage.sorted { ($0.pid, $0.startTime) < ($1.pid, $1.startTime) },
+            processes: [], skipped: [])
         if CgroupTargeting.keys.contains(try ProcessTargeting.selectorKey(reader)) {
             let (fs, cgroup) = try cgroups.resolve(reader)
             let (selected, skipped) = cgroupMembers(fs, cgroup, lineage: lineage)
@@ -103,14 +108,14 @@ public struct KillDriver: FaultDriver {
             plan.skipped = skipped
             switch selector {
             case .pid(let p): plan.pid = p
-            case .name(let n): plan.name = n
+            case .name(let n): plan.name = n.source
             }
         }
         return PreparedFault(target: try JSONValue.from(target(plan)), plan: try JSONValue.from(plan), claims: [])
     }
 
     /// Processes in a cgroup's subtree the agent may signal, and the protected ones it leaves alone.
-    func cgroupMembers(_ fs: CgroupFS, _ cgroup: String, lineage: Set<Int32>) -> ([HostProcess], [SkippedProcess]) {
+    func cgroupMembers(_ fs: CgroupFS, _ cgroup: String, lineage: Set<ProcessIdentity>) -> ([HostProcess], [SkippedProcess]) {
         var selected: [HostProcess] = []
         var skipped: [SkippedProcess] = []
         for pid in (try? PauseDriver.subtreePIDs(fs, cgroup)) ?? [] {
@@ -141,7 +146,7 @@ public struct KillDriver: FaultDriver {
             }
             return nil
         }
-        let delivered = try signalAll(plan.processes, signal: plan.signal)
+        let delivered = try signalAll(plan.processes, signal: plan.signal, plan: plan)
         guard !delivered.isEmpty else { throw AgentError.refused("the selected processes exited before they could be signalled") }
         if plan.signal == SIGKILL {
             // Proof: SIGKILL cannot be caught, so each target must be gone (or a zombie) shortly.
@@ -160,35 +165,87 @@ public struct KillDriver: FaultDriver {
     public func revert(plan: JSONValue) async throws {}
 
     public func sustain(plan json: JSONValue) async {
-        guard let plan = try? json.decode(Plan.self), let every = plan.repeatSeconds, plan.name != nil || plan.cgroup != nil
-        else { return }
+        guard let plan = try? json.decode(Plan.self), let every = plan.repeatSeconds else { return }
+        if plan.name == nil && plan.cgroup == nil {
+            await repeatOnSameProcesses(plan, every: every)
+            return
+        }
         let lineage = Set(plan.callerLineage)
+        let selector = plan.name.flatMap { try? NamePattern($0) }.map(ProcessSelector.name)
         while !Task.isCancelled {
             do { try await Task.sleep(for: .seconds(every)) } catch { return }
-            let refs: [ProcessRef]
-            if let mount = plan.mount, let cgroup = plan.cgroup {
-                refs = cgroupMembers(CgroupFS(mount: mount), cgroup, lineage: lineage).0.map(ProcessRef.init)
-            } else {
-                guard let found = try? targeting.procfs.select(.name(plan.name!), guard: targeting.processGuard, callerLineage: lineage)
-                else { continue }
-                refs = found.selected.map(ProcessRef.init)
+            guard !Task.isCancelled else { return }
+            var hit: [HostProcess] = []
+            do {
+                if let mount = plan.mount, let cgroup = plan.cgroup {
+                    hit = try signalCgroupMembers(CgroupFS(mount: mount), cgroup, signal: plan.signal, lineage: lineage)
+                } else if let selector {
+                    // Each candidate is pinned by a pidfd before /proc is read and matched, then signalled through it.
+                    var budget = MatchBudget()
+                    hit = try signaller.signalMatching(
+                        selector, signal: plan.signal, guard: targeting.processGuard, callerLineage: lineage, budget: &budget)
+                }
+            } catch {
+                logger.warning("repeat kill", metadata: ["event": "kill-repeat-failed", "error": "\(error)"])
             }
-            guard !refs.isEmpty, !Task.isCancelled else { continue }
-            let hit = (try? signalAll(refs, signal: plan.signal)) ?? []
-            if !hit.isEmpty {
-                logger.info(
-                    "repeat kill",
-                    metadata: [
-                        "event": "kill-repeat", "signal": "\(plan.signalName)",
-                        "pids": "\(hit.map { String($0.pid) }.joined(separator: ","))",
-                    ])
-            }
+            logRepeat(plan, hit.map(\.pid))
         }
     }
 
-    private func signalAll(_ refs: [ProcessRef], signal: Int32) throws -> [ProcessRef] {
+    private func logRepeat(_ plan: Plan, _ pids: [Int32]) {
+        guard !pids.isEmpty else { return }
+        logger.info(
+            "repeat kill",
+            metadata: [
+                "event": "kill-repeat", "signal": "\(plan.signalName)",
+                "pids": "\(pids.map(String.init).joined(separator: ","))",
+            ])
+    }
+
+    /// `--pid X --repeat`: the same process identities, signalled every interval while they live, through pidfds held
+    /// for the whole fault (the PID may be reused once they exit; the pidfds still name them).
+    private func repeatOnSameProcesses(_ plan: Plan, every: Double) async {
+        var handles: [ProcessHandle] = []
+        for ref in plan.processes {
+            if let (h, now) = try? signaller.pin(ref.pid, expecting: ref.identity), now.comm == ref.comm { handles.append(h) }
+        }
+        while !handles.isEmpty && !Task.isCancelled {
+            do { try await Task.sleep(for: .seconds(every)) } catch { return }
+            guard !Task.isCancelled else { return }
+            handles = handles.filter { h in ((try? h.send(plan.signal)) ?? .gone) == .delivered }
+            logRepeat(plan, handles.map(\.identity.pid))
+        }
+    }
+
+    /// The members of a cgroup's subtree, each pinned by a pidfd before it is checked (still in the cgroup, not
+    /// protected) and signalled through that pidfd.
+    private func signalCgroupMembers(_ fs: CgroupFS, _ cgroup: String, signal: Int32, lineage: Set<ProcessIdentity>)
+        throws -> [HostProcess]
+    {
+        var hit: [HostProcess] = []
+        for pid in (try? PauseDriver.subtreePIDs(fs, cgroup)) ?? [] {
+            guard let (handle, p) = try signaller.pin(pid), p.state != "Z",
+                let now = CgroupFS.cgroup(ofPID: pid), cgroup == "/" || now == cgroup || now.hasPrefix(cgroup + "/"),
+                targeting.processGuard.protection(for: p, callerLineage: lineage) == nil
+            else { continue }
+            if try handle.send(signal) == .delivered { hit.append(p) }
+        }
+        return hit
+    }
+
+    /// Signals the plan's processes, each only if it is still the recorded one: same start time, and (read while
+    /// its pidfd is held) still matching the name pattern, or still bearing the recorded name for the other selectors.
+    private func signalAll(_ refs: [ProcessRef], signal: Int32, plan: Plan) throws -> [ProcessRef] {
+        let pattern = plan.name.flatMap { try? NamePattern($0) }
+        var budget = MatchBudget()
         var delivered: [ProcessRef] = []
-        for ref in refs where try signaller.send(signal, to: ref.identity) == .delivered { delivered.append(ref) }
+        for ref in refs {
+            let outcome = try signaller.send(signal, to: ref.identity) { now in
+                if let pattern { return try pattern.matches(now, budget: &budget) }
+                return now.comm == ref.comm
+            }
+            if outcome == .delivered { delivered.append(ref) }
+        }
         return delivered
     }
 

@@ -15,12 +15,17 @@ public struct PauseDriver: FaultDriver {
     let cgroups: CgroupTargeting
     let signaller: ProcessSignaller
     let host: HostFacts
+    /// The pidfds each pause opened at apply, kept until its revert has resumed the processes: a revert needs no new
+    /// file descriptor, so an agent out of descriptors (a connection flood) still resumes what it stopped.
+    let held: HeldPidfds
 
     struct Plan: Codable, Sendable, Equatable {
         var processes: [ProcessRef]
         var skipped: [SkippedProcess]
         /// Set when the fault freezes a cgroup instead of stopping processes.
         var freeze: FrozenCgroup?
+        /// The name pattern that selected the processes (re-checked under the pidfd before SIGSTOP).
+        var name: String? = nil
     }
 
     struct FrozenCgroup: Codable, Sendable, Equatable {
@@ -30,10 +35,14 @@ public struct PauseDriver: FaultDriver {
         var pids: [Int32]
     }
 
-    public init(procfs: ProcFS = ProcFS(), processGuard: ProcessGuard, host: HostFacts, ownCgroup: String? = nil) {
+    public init(
+        procfs: ProcFS = ProcFS(), processGuard: ProcessGuard, host: HostFacts, ownCgroup: String? = nil,
+        pidfds: any PidfdCalls = KernelPidfds(), heldPidfdLimit: Int = 512
+    ) {
+        held = HeldPidfds(limit: heldPidfdLimit)
         targeting = ProcessTargeting(procfs: procfs, processGuard: processGuard)
         cgroups = CgroupTargeting(mount: host.cgroup2Mount, ownCgroup: ownCgroup ?? CgroupFS.cgroup(ofPID: getpid()))
-        signaller = ProcessSignaller(procfs: procfs)
+        signaller = ProcessSignaller(procfs: procfs, calls: pidfds)
         self.host = host
     }
 
@@ -70,7 +79,8 @@ public struct PauseDriver: FaultDriver {
                 "nothing to pause: every selected process is already stopped ("
                     + skipped.prefix(5).map { "\($0.pid) \($0.comm)" }.joined(separator: ", ") + ")")
         }
-        let plan = Plan(processes: refs, skipped: skipped)
+        var plan = Plan(processes: refs, skipped: skipped)
+        if case .name(let pattern) = selector { plan.name = pattern.source }
         let json = try JSONValue.from(plan)
         return PreparedFault(
             target: json, plan: json, claims: refs.map { Self.claim($0.pid, $0.startTime) })
@@ -119,9 +129,21 @@ public struct PauseDriver: FaultDriver {
         }
         var stopped: [ProcessRef] = []
         var gone: [ProcessRef] = []
+        let pattern = plan.name.flatMap { try? NamePattern($0) }
+        var budget = MatchBudget()
         for ref in plan.processes {
-            switch try signaller.send(SIGSTOP, to: ref.identity) {
-            case .delivered: stopped.append(ref)
+            // The pidfd is opened first; the start time and the name are checked while it is held; SIGSTOP goes
+            // through it, and it is kept for the revert.
+            guard let (handle, now) = try signaller.pin(ref.pid, expecting: ref.identity),
+                try pattern.map({ try $0.matches(now, budget: &budget) }) ?? (now.comm == ref.comm)
+            else {
+                gone.append(ref)
+                continue
+            }
+            switch try handle.send(SIGSTOP) {
+            case .delivered:
+                held.keep(handle)
+                stopped.append(ref)
             case .gone: gone.append(ref)
             }
         }
@@ -159,7 +181,15 @@ public struct PauseDriver: FaultDriver {
         var problems: [String] = []
         for ref in plan.processes {
             do {
-                guard try signaller.send(SIGCONT, to: ref.identity) == .delivered else { continue }
+                // The pidfd held since apply when there is one (no new descriptor needed); after a restart, a new one.
+                let outcome: SignalOutcome
+                if let handle = held.handle(for: ref.identity) {
+                    outcome = try handle.send(SIGCONT)
+                    held.release(ref.identity)
+                } else {
+                    outcome = try signaller.send(SIGCONT, to: ref.identity)
+                }
+                guard outcome == .delivered else { continue }
                 let resumed = await targeting.waitFor(ref, timeout: .milliseconds(500)) { p in p == nil || p!.state != "T" }
                 if !resumed { problems.append("\(ref.pid) (\(ref.comm)) is still stopped after SIGCONT") }
             } catch {
@@ -168,6 +198,26 @@ public struct PauseDriver: FaultDriver {
         }
         if !problems.isEmpty { throw AgentError.failed(problems.joined(separator: "; ")) }
     }
+}
+
+/// pidfds kept from a pause's apply to its revert, by process identity (claims make an identity belong to one fault).
+/// At most `limit` (default 512) are kept, so that pausing thousands of processes cannot itself use up the agent's descriptors;
+/// a process past the limit is resumed through a pidfd opened at revert, as after a restart.
+final class HeldPidfds: @unchecked Sendable {
+    let limit: Int
+    private let lock = NSLock()
+    private var handles: [ProcessIdentity: ProcessHandle] = [:]
+
+    init(limit: Int) { self.limit = limit }
+
+    /// Keeps the pidfd for the revert, unless `limit` are kept already (then it is closed when released).
+    func keep(_ handle: ProcessHandle) {
+        lock.withLock { if handles.count < limit { handles[handle.identity] = handle } }
+    }
+    func handle(for identity: ProcessIdentity) -> ProcessHandle? { lock.withLock { handles[identity] } }
+    /// Forgets (and so closes) the pidfd.
+    func release(_ identity: ProcessIdentity) { _ = lock.withLock { handles.removeValue(forKey: identity) } }
+    var count: Int { lock.withLock { handles.count } }
 }
 
 /// Availability shared by the signal-based kinds.

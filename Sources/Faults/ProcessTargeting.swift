@@ -29,6 +29,8 @@ struct SkippedProcess: Codable, Sendable, Equatable {
 struct ProcessTargeting: Sendable {
     let procfs: ProcFS
     let processGuard: ProcessGuard
+    /// Matching steps one request may spend on a name pattern (see `MatchBudget`).
+    var matchBudget = MatchBudget.perRequest
 
     static let selectorKeys: Set<String> = ["pid", "name", "cgroup", "unit"]
 
@@ -53,26 +55,40 @@ struct ProcessTargeting: Sendable {
             return .pid(Int32(pid))
         case "name":
             let pattern = try spec.string("name")!
-            guard !pattern.isEmpty else { throw AgentError.badRequest("name must not be empty", field: "spec.name") }
-            do { _ = try Regex(pattern) } catch {
-                throw AgentError.badRequest("name '\(pattern)' is not a valid regular expression: \(error)", field: "spec.name")
-            }
-            return .name(pattern)
+            return .name(try Self.pattern(pattern))
         case let other:
             throw AgentError.badRequest("\(other) selects a cgroup, not processes", field: "spec.\(other)")
         }
     }
 
+    /// Compiles a `name` pattern; 400 naming `spec.name` and what is wrong or unsupported.
+    static func pattern(_ text: String) throws -> NamePattern {
+        guard !text.isEmpty else { throw AgentError.badRequest("name must not be empty", field: "spec.name") }
+        do { return try NamePattern(text) } catch {
+            throw AgentError.badRequest(
+                "name: the pattern \(error.message) (supported: literals, ., [classes], \\d \\w \\s, ^ $, ( ), |, * + ? {m,n})",
+                field: "spec.name")
+        }
+    }
+
+    /// 422 for a name pattern that costs more than a request may spend matching.
+    static func tooCostly(_ selector: ProcessSelector, _ e: MatchBudget.Exhausted) -> AgentError {
+        AgentError.refused(
+            "matching \(selector) against this host's processes took more than \(e.limit) steps; use a simpler or more specific pattern",
+            field: "spec.name")
+    }
+
     /// The processes the fault may act on now. Throws 422 when nothing is left after the protection rules, naming
     /// why each match was refused.
-    func resolve(_ selector: ProcessSelector, callerLineage: Set<Int32>) throws -> (
+    func resolve(_ selector: ProcessSelector, callerLineage: Set<ProcessIdentity>) throws -> (
         selected: [HostProcess], skipped: [SkippedProcess]
     ) {
         let result: SelectionResult
         do {
-            result = try procfs.select(selector, guard: processGuard, callerLineage: callerLineage)
+            var budget = MatchBudget(limit: matchBudget)
+            result = try procfs.select(selector, guard: processGuard, callerLineage: callerLineage, budget: &budget)
         } catch {
-            throw AgentError.badRequest("invalid selector: \(error)", field: "spec.name")
+            throw Self.tooCostly(selector, error)
         }
         let skipped = result.refused.map { SkippedProcess(pid: $0.0.pid, comm: $0.0.comm, reason: $0.1.description) }
         guard !result.selected.isEmpty else {

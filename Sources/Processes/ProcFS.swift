@@ -27,6 +27,20 @@ public struct HostProcess: Sendable, Equatable {
 
     /// The command line joined by spaces, or `[comm]` when there is none.
     public var commandLine: String { cmdline.isEmpty ? "[\(comm)]" : cmdline.joined(separator: " ") }
+
+    /// The command line joined by spaces, cut after about `maxBytes` UTF-8 bytes (a name pattern looks at no more).
+    public func commandLine(maxBytes: Int) -> String {
+        var out = ""
+        for (k, arg) in cmdline.enumerated() {
+            if k > 0 { out += " " }
+            if out.utf8.count + arg.utf8.count > maxBytes {
+                out += String(decoding: arg.utf8.prefix(max(0, maxBytes - out.utf8.count)), as: UTF8.self)
+                break
+            }
+            out += arg
+        }
+        return out
+    }
 }
 
 /// (pid, start time): a process identity that a recycled PID cannot impersonate.
@@ -38,16 +52,46 @@ public struct ProcessIdentity: Codable, Sendable, Hashable, CustomStringConverti
         self.startTime = startTime
     }
     public var description: String { "pid \(pid) (start \(startTime))" }
+
+    private enum CodingKeys: String, CodingKey { case pid, startTime }
+
+    /// Also reads a bare pid (plans journaled before identities were recorded): start time 0, "unknown".
+    public init(from decoder: any Decoder) throws {
+        if let single = try? decoder.singleValueContainer(), let pid = try? single.decode(Int32.self) {
+            self.init(pid: pid, startTime: 0)
+            return
+        }
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        self.init(pid: try c.decode(Int32.self, forKey: .pid), startTime: try c.decode(UInt64.self, forKey: .startTime))
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encode(pid, forKey: .pid)
+        try c.encode(startTime, forKey: .startTime)
+    }
+}
+
+/// Where `ProcFS` gets its processes from when not from the procfs mount (tests simulate PID reuse with one).
+public protocol ProcessSource: Sendable {
+    func pids() -> [Int32]
+    func process(_ pid: Int32) -> HostProcess?
 }
 
 /// Reads processes from a procfs mount (injectable for tests).
 public struct ProcFS: Sendable {
     public var root: String
+    /// Replaces the procfs mount when set.
+    public var source: (any ProcessSource)?
 
-    public init(root: String = "/proc") { self.root = root }
+    public init(root: String = "/proc", source: (any ProcessSource)? = nil) {
+        self.root = root
+        self.source = source
+    }
 
     /// The process with this pid, or nil when there is none (or it vanished while being read).
     public func process(_ pid: Int32) -> HostProcess? {
+        if let source { return source.process(pid) }
         guard let stat = readSmallFile("\(root)/\(pid)/stat"), var p = Self.parseStat(stat) else { return nil }
         if let raw = readSmallFile("\(root)/\(pid)/cmdline", binary: true) {
             p.cmdline = raw.split(separator: "\0", omittingEmptySubsequences: true).map(String.init)
@@ -62,20 +106,27 @@ public struct ProcFS: Sendable {
     }
 
     /// Every process (not threads) on the host.
-    public func all() -> [HostProcess] {
+    public func all() -> [HostProcess] { pids().compactMap { process($0) } }
+
+    /// The pids of every process (not threads), ascending.
+    public func pids() -> [Int32] {
+        if let source { return source.pids() }
         guard let entries = try? FileManager.default.contentsOfDirectory(atPath: root) else { return [] }
-        return entries.compactMap { Int32($0) }.sorted().compactMap { process($0) }
+        return entries.compactMap { Int32($0) }.sorted()
     }
 
     /// pid's ancestors, nearest first, up to and including pid 1.
-    public func ancestors(of pid: Int32) -> [Int32] {
-        var out: [Int32] = []
+    public func ancestors(of pid: Int32) -> [Int32] { lineage(of: pid).dropFirst().map(\.pid) }
+
+    /// The process with this pid and its ancestors, nearest first, each as (pid, start time): a process that later
+    /// gets one of these pids is a different process.
+    public func lineage(of pid: Int32) -> [ProcessIdentity] {
+        var out: [ProcessIdentity] = []
         var current = pid
-        var guardCount = 0
-        while let p = process(current), p.ppid > 0, guardCount < 4096 {
-            out.append(p.ppid)
+        while let p = process(current), out.count < 4096 {
+            out.append(p.identity)
+            guard p.ppid > 0 else { break }
             current = p.ppid
-            guardCount += 1
         }
         return out
     }

@@ -5,7 +5,8 @@ import Foundation
 public enum SignalOutcome: String, Sendable, Codable {
     /// The kernel accepted the signal for exactly the recorded process.
     case delivered
-    /// The recorded process no longer exists (exited, or its PID now names another process): nothing was sent.
+    /// The recorded process no longer exists (exited, or its PID now names another process, or it no longer
+    /// matches what selected it): nothing was sent.
     case gone
 }
 
@@ -20,12 +21,60 @@ public struct SystemCallError: Error, CustomStringConvertible, Sendable {
     public var description: String { "\(call): \(String(cString: strerror(errno)))" }
 }
 
-/// Signals processes through pidfds, re-checking the start time after the pidfd is open so that a recycled PID is
-/// never signalled.
+/// The three pidfd system calls (the kernel's by default; tests replace them to simulate PID reuse).
+public protocol PidfdCalls: Sendable {
+    /// pidfd_open: a descriptor, or -1 with `errno` set.
+    func open(_ pid: Int32) -> Int32
+    /// pidfd_send_signal: 0, or -1 with `errno` set.
+    func sendSignal(_ fd: Int32, _ signal: Int32) -> Int32
+    func close(_ fd: Int32)
+}
+
+public struct KernelPidfds: PidfdCalls {
+    public init() {}
+    public func open(_ pid: Int32) -> Int32 { cshim_pidfd_open(pid, 0) }
+    public func sendSignal(_ fd: Int32, _ signal: Int32) -> Int32 { cshim_pidfd_send_signal(fd, signal) }
+    public func close(_ fd: Int32) { closeDescriptor(fd) }
+}
+
+private func closeDescriptor(_ fd: Int32) { close(fd) }
+
+/// A pidfd: it names one process for as long as it is open, whatever happens to the PID. Closed on deinit.
+public final class ProcessHandle: Sendable {
+    public let identity: ProcessIdentity
+    let fd: Int32
+    let calls: any PidfdCalls
+
+    init(identity: ProcessIdentity, fd: Int32, calls: any PidfdCalls) {
+        self.identity = identity
+        self.fd = fd
+        self.calls = calls
+    }
+
+    deinit { calls.close(fd) }
+
+    /// Sends `signal` to exactly this process; `.gone` when it has exited (it may still be a zombie).
+    public func send(_ signal: Int32) throws -> SignalOutcome {
+        if calls.sendSignal(fd, signal) != 0 {
+            if errno == ESRCH { return .gone }
+            throw SystemCallError(
+                "pidfd_send_signal(\(identity.pid), \(ProcessSignaller.name(of: signal)))", errno: errno)
+        }
+        return .delivered
+    }
+}
+
+/// Signals processes through pidfds. The pidfd is opened FIRST and /proc is read while it is held, so what was read
+/// (start time, name, command line) describes the process the pidfd pins, or that process has exited and the signal
+/// goes nowhere: a PID recycled even within one start-time clock tick is never signalled.
 public struct ProcessSignaller: Sendable {
     public var procfs: ProcFS
+    public var calls: any PidfdCalls
 
-    public init(procfs: ProcFS = ProcFS()) { self.procfs = procfs }
+    public init(procfs: ProcFS = ProcFS(), calls: any PidfdCalls = KernelPidfds()) {
+        self.procfs = procfs
+        self.calls = calls
+    }
 
     /// Whether this kernel has pidfd_open (Linux 5.3+).
     public static var pidfdSupported: Bool {
@@ -35,21 +84,32 @@ public struct ProcessSignaller: Sendable {
         return true
     }
 
-    /// Sends `signal` to `target` if, and only if, it is still the process that was recorded.
-    public func send(_ signal: Int32, to target: ProcessIdentity) throws -> SignalOutcome {
-        let fd = cshim_pidfd_open(target.pid, 0)
+    /// Opens a pidfd on whatever process holds `pid`, then reads it from /proc. Nil when there is none (or it
+    /// exited in between, so /proc may already show a successor: a successor cannot be signalled through the
+    /// pidfd). With `expecting`, also nil unless the start time is the recorded one.
+    public func pin(_ pid: Int32, expecting: ProcessIdentity? = nil) throws -> (ProcessHandle, HostProcess)? {
+        let fd = calls.open(pid)
         if fd < 0 {
-            if errno == ESRCH { return .gone }
-            throw SystemCallError("pidfd_open(\(target.pid))", errno: errno)
+            if errno == ESRCH || errno == EINVAL { return nil }
+            throw SystemCallError("pidfd_open(\(pid))", errno: errno)
         }
-        defer { close(fd) }
-        // The pidfd pins whichever process holds the PID now; make sure it is the recorded one.
-        guard let now = procfs.process(target.pid), now.startTime == target.startTime else { return .gone }
-        if cshim_pidfd_send_signal(fd, signal) != 0 {
-            if errno == ESRCH { return .gone }
-            throw SystemCallError("pidfd_send_signal(\(target.pid), \(Self.name(of: signal)))", errno: errno)
+        // From here the handle owns fd (closed when it is released).
+        guard let now = procfs.process(pid) else {
+            calls.close(fd)
+            return nil
         }
-        return .delivered
+        let handle = ProcessHandle(identity: now.identity, fd: fd, calls: calls)
+        if let expecting, expecting.startTime != now.startTime { return nil }
+        return (handle, now)
+    }
+
+    /// Sends `signal` to `target` if, and only if, it is still the process that was recorded: same start time, and
+    /// `stillIt` (for example the name pattern that selected it) holds for what /proc shows while the pidfd is held.
+    public func send(
+        _ signal: Int32, to target: ProcessIdentity, stillIt: (HostProcess) throws -> Bool = { _ in true }
+    ) throws -> SignalOutcome {
+        guard let (handle, now) = try pin(target.pid, expecting: target), try stillIt(now) else { return .gone }
+        return try handle.send(signal)
     }
 
     /// Signal number for `KILL`, `SIGKILL`, `kill`, `9`. Nil for anything else.

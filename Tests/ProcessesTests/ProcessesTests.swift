@@ -122,7 +122,7 @@ struct SelectionTests {
         #expect(g.protection(for: procfs.process(child.pid)!, callerLineage: []) == .protectedName("sleep"))
         let open = ProcessGuard(protectedNames: [])
         #expect(open.protection(for: procfs.process(child.pid)!, callerLineage: []) == nil)
-        #expect(open.protection(for: procfs.process(child.pid)!, callerLineage: [child.pid]) == .caller)
+        #expect(open.protection(for: procfs.process(child.pid)!, callerLineage: [ProcFS().process(child.pid)!.identity]) == .caller)
     }
 
     @Test func nameRegexMatchesCommAndCmdline() throws {
@@ -130,10 +130,10 @@ struct SelectionTests {
         let a = try Child(["-c", "exec -a \(marker) sleep 600"], executable: "/bin/bash")  // marker only in argv[0]
         let b = try Child(["600"])
         let g = ProcessGuard(protectedNames: [])
-        let byCmdline = try ProcFS().select(.name(marker), guard: g, callerLineage: [])
+        let byCmdline = try ProcFS().select(.name(try NamePattern(marker)), guard: g, callerLineage: [])
         #expect(byCmdline.selected.map(\.pid) == [a.pid])
-        let byComm = try ProcFS().select(.name("^sleep$"), guard: g, callerLineage: [])
+        let byComm = try ProcFS().select(.name(try NamePattern("^sleep$")), guard: g, callerLineage: [])
         #expect(byComm.selected.map(\.pid).contains(b.pid))
-        #expect(throws: (any Error).self) { try ProcFS().select(.name("(unclosed"), guard: g, callerLineage: []) }
+        #expect(throws: PatternError.self) { try NamePattern("(unclosed") }
     }
 }

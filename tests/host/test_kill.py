@@ -56,3 +56,29 @@ def test_kill_exit_code_of_waited_fault(agent, victims):
     r = agent.ctl("inject", "kill", "--pid", str(child.pid), "--ttl", "1s", "--wait", timeout=20)
     assert r.rc == 0, str(r)
     assert child.wait(timeout=5) == -signal.SIGKILL
+
+
+def test_kill_pid_repeat_signals_the_same_process_every_interval(agent, victims, tmp_path):
+    """`kill --pid X --repeat` signalled once; it re-signals the same process every interval while the fault lives."""
+    counter = tmp_path / "usr1"
+    script = ("import signal, sys, time\n"
+              "n = 0\n"
+              "def on_usr1(*_):\n"
+              "    global n\n"
+              "    n += 1\n"
+              f"    open({str(counter)!r}, 'w').write(str(n))\n"
+              "signal.signal(signal.SIGUSR1, on_usr1)\n"
+              f"open({str(counter)!r}, 'w').write('0')\n"
+              "while True: time.sleep(1)\n")
+    p = subprocess.Popen(["python3", "-c", script], stdin=subprocess.DEVNULL, start_new_session=True)
+    victims.procs.append(p)
+    wait_until(lambda: counter.exists() and counter.read_text() == "0", 10, what="the handler to be installed")
+    fault = agent.inject("kill", "--pid", str(p.pid), "--signal", "USR1", "--repeat", "200ms", "--ttl", "1500ms")
+    deadline = parse_time(fault["expiresAt"])
+    wait_until(lambda: agent.fault(fault["id"])["state"] == "reverted", max(0.0, deadline - time.time()) + 5,
+               interval=0.1, what="the repeating kill to end")
+    count = int(counter.read_text())
+    assert count >= 4, f"only {count} SIGUSR1 in 1.5 s at a 200 ms interval"
+    time.sleep(0.6)
+    assert int(counter.read_text()) == count, "signals went on after the fault ended"
+    assert p.poll() is None

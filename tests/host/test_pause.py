@@ -174,3 +174,97 @@ def test_pause_wait_ctrl_c_reverts_and_exits_130(agent, victims):
     assert f"reverted {fault_id}" in err
     assert is_running(child.pid)
     assert agent.fault(fault_id)["state"] == "reverted"
+
+
+# --- issue 10: bounded name matching, pidfds held from apply to revert ---
+
+def _spawn_argv0(victims, argv0: str):
+    """`sleep 600` whose argv[0] (and so the start of its command line) is `argv0`; its comm stays `sleep`."""
+    import subprocess
+    from chaoslib import SLEEP
+    p = subprocess.Popen([argv0, "600"], executable=SLEEP, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                         stderr=subprocess.DEVNULL, start_new_session=True)
+    victims.procs.append(p)
+    wait_until(lambda: proc_state(p.pid) == "S", 5, what=f"child {p.pid} to start")
+    return p
+
+
+def test_nested_quantifier_pattern_answers_at_once(agent, victims):
+    """The issue's stall: '^x(a+)+$' against a command line `x` + 20 `a`s + another character took 32 s with a
+    backtracking matcher while /healthz went unanswered; the linear-time matcher answers at once."""
+    _spawn_argv0(victims, "x" + "a" * 20 + "b")
+    started = time.monotonic()
+    r = agent.http("POST", "/v1/faults", {"kind": "pause", "ttl": "1s", "spec": {"name": "^x(a+)+$"}}, timeout=40)
+    elapsed = time.monotonic() - started
+    print(f"nested quantifiers answered in {elapsed * 1000:.1f} ms")
+    assert r.status == 422, (r.status, r.body)  # nothing may be paused: no process matches
+    assert elapsed < 1.0, f"the answer took {elapsed:.2f}s"
+    assert agent.healthz() == 200
+
+
+def test_pattern_matching_a_pathological_name_pauses_it(agent, victims):
+    """The same nested quantifiers on a name that does match: selected, paused, resumed."""
+    child = _spawn_argv0(victims, "x" + "a" * 20)
+    fault = agent.inject("pause", "--name", r"^x(a+)+( |$)", "--ttl", "1s")
+    assert pids(fault["target"]["processes"]) == [child.pid]
+    wait_resumed_after_deadline(child.pid, parse_time(fault["expiresAt"]))
+
+
+def test_huge_alternation_is_refused_at_once(make_agent):
+    """A 1 MiB alternation took 9.5 s to compile and match; now it is refused (400, naming spec.name) at once."""
+    agent = make_agent('[policy]\nmax-ttl = "2m"\n[agent]\nmax-body = "2MiB"\n')
+    pattern = "|".join(f"word{i}" for i in range(120_000))
+    assert len(pattern) > 1 << 20
+    started = time.monotonic()
+    r = agent.http("POST", "/v1/faults", {"kind": "pause", "ttl": "1s", "spec": {"name": pattern}}, timeout=40)
+    elapsed = time.monotonic() - started
+    print(f"1 MiB alternation answered in {elapsed * 1000:.1f} ms")
+    assert r.status == 400, (r.status, r.body[:300])
+    err = r.json["error"]
+    assert "spec.name" in (err.get("field") or "") + err["message"] and "256 bytes" in err["message"], err
+    assert elapsed < 1.0, f"the answer took {elapsed:.2f}s"
+
+
+def test_unsupported_pattern_syntax_is_400_naming_it(agent, victims):
+    for pattern, words in [(r"(a)\1", "backreference"), ("(?=a)", "lookahead"), ("a+?", "lazy"),
+                           ("a++", "possessive"), ("(a{100}){100}", "instructions")]:
+        r = agent.http("POST", "/v1/faults", {"kind": "pause", "ttl": "1s", "spec": {"name": pattern}})
+        assert r.status == 400, (pattern, r.status, r.body)
+        assert words in r.json["error"]["message"], (pattern, r.json)
+
+
+def test_pause_resumes_with_no_descriptor_left(agent, victims):
+    """~1,300 idle connections exhausted the agent's descriptors, pidfd_open failed with EMFILE at revert and the
+    pause stayed. The pidfd opened at apply is kept for the revert: the process resumes on time with no fd free."""
+    import socket
+    import subprocess
+    child = victims.spawn()
+    fault = agent.inject("pause", "--pid", str(child.pid), "--ttl", "2s")
+    deadline = parse_time(fault["expiresAt"])
+    assert is_stopped(child.pid)
+    apid = agent.proc.pid
+    used = len(os.listdir(f"/proc/{apid}/fd"))
+    limit = used + 16
+    subprocess.run(["prlimit", f"--pid={apid}", f"--nofile={limit}:{limit}"], check=True)
+    flood = []
+    try:
+        # Fill every descriptor the agent has left with idle connections.
+        for _ in range(400):
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            s.setblocking(False)
+            try:
+                s.connect(agent.socket)
+            except (BlockingIOError, OSError):
+                s.close()
+                break
+            flood.append(s)
+        time.sleep(0.3)
+        highest = max(int(fd) for fd in os.listdir(f"/proc/{apid}/fd"))
+        assert len(os.listdir(f"/proc/{apid}/fd")) >= limit - 2 or highest >= limit - 1, "the flood did not fill the table"
+        resumed = wait_resumed_after_deadline(child.pid, deadline, timeout_after=1.5)
+        assert resumed - deadline < 1.5
+    finally:
+        for s in flood:
+            s.close()
+        subprocess.run(["prlimit", f"--pid={apid}", "--nofile=65536:65536"], check=False)
+    wait_until(lambda: agent.fault(fault["id"])["state"] == "reverted", 5, interval=0.1, what="the pause to end")
