@@ -10,7 +10,11 @@ public final class BlockingPool: @unchecked Sendable {
 
     public init(name: String, threads: Int) {
         for i in 0..<max(1, threads) {
-            let t = Thread { [unowned(unsafe) self] in self.loop() }
+            let threadName = String("ca-\(name.split(separator: ".").last ?? "pool")-\(i)".prefix(15))
+            let t = Thread { [unowned(unsafe) self] in
+                Thread.current.name = threadName
+                self.loop()
+            }
             t.name = "\(name)-\(i)"
             t.start()
         }
@@ -32,7 +36,8 @@ public final class BlockingPool: @unchecked Sendable {
         }
     }
 
-    private func submit(_ job: @escaping @Sendable () -> Void) {
+    /// Queues `job` without waiting for it (a pool of one thread runs jobs in the order they were submitted).
+    public func submit(_ job: @escaping @Sendable () -> Void) {
         condition.lock()
         work.append(job)
         condition.signal()

@@ -30,6 +30,11 @@ public struct SystemClock: AgentClock {
     public func sleep(until deadline: Date) async throws {
         let remaining = deadline.timeIntervalSince(now())
         guard remaining > 0 else { return }
+        // On the engine's thread, the thread itself wakes the sleeper (see `EngineThread`).
+        if let engine = EngineThread.current {
+            try await engine.sleep(for: .nanoseconds(Int64(remaining * 1e9)))
+            return
+        }
         try await Task.sleep(for: .nanoseconds(Int64(remaining * 1e9)), tolerance: .zero, clock: .continuous)
     }
 }

@@ -106,6 +106,8 @@ public actor LeaseEngine {
     private nonisolated let thread: EngineThread
     /// Where drivers resolve specs: off the engine's thread and off the cooperative pool.
     private nonisolated let prepareWorkers: BlockingPool
+    /// Writes the records of finished reverts, in order, off the engine's thread.
+    private nonisolated let journalWriter: BlockingPool
     public nonisolated var unownedExecutor: UnownedSerialExecutor { thread.asUnownedSerialExecutor() }
 
     public init(
@@ -121,6 +123,7 @@ public actor LeaseEngine {
         self.logger = logger
         self.thread = EngineThread()
         self.prepareWorkers = BlockingPool(name: "chaos-agent.prepare", threads: 2)
+        self.journalWriter = BlockingPool(name: "chaos-agent.journal", threads: 1)
     }
 
     /// Whether the caller runs on the engine's own thread (tests prove where reverts run with it).
@@ -175,6 +178,7 @@ public actor LeaseEngine {
                     metadata: ["event": "reconcile-orphan", "kind": "\(kind)", "what": "\(line)"])
             }
         }
+        await flushJournal()
         do { try journal.compact() } catch { logger.error("journal compaction failed", metadata: ["error": "\(error)"]) }
         // Every kind's gauge exists from the start (at 0), so dashboards show "none" rather than "no data".
         for kind in drivers.keys { updateActiveGauge(kind) }
@@ -198,6 +202,7 @@ public actor LeaseEngine {
         }
         timer?.cancel()
         timer = nil
+        await flushJournal()
         for c in subscribers.values { c.finish() }
         subscribers.removeAll()
         return leases.values.filter { !$0.state.isFinal }.map(\.object)
@@ -600,6 +605,7 @@ public actor LeaseEngine {
     /// Waits until every revert now in flight has finished (tests and shutdown use it).
     public func settle() async {
         while let t = reverts.values.first { _ = await t.value }
+        await flushJournal()
     }
 
     private func rearm() {
@@ -725,7 +731,9 @@ public actor LeaseEngine {
         var r = JournalRecord(type: .state, id: id, at: now)
         r.state = finalState
         r.error = failure
-        journalBestEffort(r)
+        // Off the engine's thread: the fault is already gone, and a slow fdatasync must not delay the next revert. If
+        // the agent dies before the record is on disk, recovery reverts the lease once more, which is idempotent.
+        journalInBackground(r)
         if finalState == .reverted {
             emit(.reverted, lease.object)
             EngineMetrics.reverted(kind: lease.kind, reason: lease.revertReason ?? reason)
@@ -845,6 +853,21 @@ public actor LeaseEngine {
         // [g-store] an unwritable journal is 507 state-not-writable (was 500), as for new faults.
         do { try journal.append(r) } catch { throw AgentError.stateNotWritable("state dir not writable: \(error)") }
     }
+
+    /// Appends `r` on the journal's own thread, in order with other background records; best effort like
+    /// `journalBestEffort`. `flushJournal` waits until every such record is written.
+    private func journalInBackground(_ r: JournalRecord) {
+        let journal = self.journal
+        let logger = self.logger
+        journalWriter.submit {
+            do { try journal.append(r) } catch {
+                logger.error("journal write failed", metadata: ["error": "\(error)", "lease": "\(r.id)"])
+            }
+        }
+    }
+
+    /// Waits until every record appended in the background is written.
+    public func flushJournal() async { await journalWriter.run {} }
 
     private func journalBestEffort(_ r: JournalRecord) {
         do { try journal.append(r) } catch {

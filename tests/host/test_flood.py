@@ -35,11 +35,15 @@ def raise_own_fd_limit(n: int):
 
 
 def realtime(pid: int):
-    """Puts every thread of `pid` in SCHED_RR at priority 1 (threads it creates later inherit it)."""
+    """Puts every thread of `pid` in SCHED_RR at priority 1 (threads it creates later inherit it), and the lease
+    engine's thread (`ca-leases`) at 2: the order the agent itself keeps with nice values (the engine's thread at -10),
+    which SCHED_RR for all would otherwise flatten."""
     for tid in os.listdir(f"/proc/{pid}/task"):
         try:
-            os.sched_setscheduler(int(tid), os.SCHED_RR, os.sched_param(1))
-        except ProcessLookupError:
+            with open(f"/proc/{pid}/task/{tid}/comm") as f:
+                prio = 2 if f.read().strip() == "ca-leases" else 1
+            os.sched_setscheduler(int(tid), os.SCHED_RR, os.sched_param(prio))
+        except (ProcessLookupError, FileNotFoundError):
             pass
 
 
