@@ -19,8 +19,8 @@ ip netns exec cb python3 -m http.server 22 --bind 10.77.0.2 >/dev/null 2>&1 &
 srv22=$!; on_exit "kill $srv22 2>/dev/null"
 ip netns exec cb python3 -m http.server 8080 --bind 10.77.0.2 >/dev/null 2>&1 &
 srv80=$!; on_exit "kill $srv80 2>/dev/null"
-wait_for "tcp_connect_time ca 10.77.0.2 22 >/dev/null 2>&1" 30 || fail "test listener on :22 did not come up"
-wait_for "tcp_connect_time ca 10.77.0.2 8080 >/dev/null 2>&1" 30 || fail "test listener on :8080 did not come up"
+wait_for "tcp_connect_time ca 10.77.0.2 22 >/dev/null 2>&1" 90 || fail "test listener on :22 did not come up within 90 s"
+wait_for "tcp_connect_time ca 10.77.0.2 8080 >/dev/null 2>&1" 90 || fail "test listener on :8080 did not come up within 90 s"
 b22=$(tcp_connect_time ca 10.77.0.2 22); b80=$(tcp_connect_time ca 10.77.0.2 8080)
 log "baseline TCP connect: port 22 ${b22}s, port 8080 ${b80}s"
 

@@ -13,7 +13,7 @@ before=$(state_b)
 log "baseline RTT ${base} ms; cb before: $before"
 ip netns exec cb python3 -m http.server 22 --bind 10.78.0.2 >/dev/null 2>&1 &
 srv=$!; on_exit "kill $srv 2>/dev/null"
-wait_for "tcp_connect_time ca 10.78.0.2 22 >/dev/null 2>&1" 30 || fail "listener on :22 did not come up"
+wait_for "tcp_connect_time ca 10.78.0.2 22 >/dev/null 2>&1" 90 || fail "listener on :22 did not come up within 90 s"
 b22=$(tcp_connect_time ca 10.78.0.2 22)
 
 start_agent
