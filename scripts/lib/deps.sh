@@ -8,7 +8,7 @@ for layer in "$@"; do
   case "$layer" in
     build) ;;
     test) want_pkgs+=(systemd python3 curl openssl); want_py+=(pytest:pytest prometheus_client:prometheus-client hypothesis:hypothesis) ;;
-    vm) want_pkgs+=(qemu-system-x86 linux-image-amd64 busybox-static kmod iputils-ping python3 python3-venv jq) ;;
+    vm) want_pkgs+=(qemu-system-x86 linux-image-amd64 busybox-static kmod iputils-ping python3 python3-venv jq debootstrap systemd-container) ;;
     bench) want_pkgs+=(python3 stress-ng openssl) ;;
     *) echo "deps.sh: unknown layer '$layer'" >&2; exit 2 ;;
   esac
