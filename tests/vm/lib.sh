@@ -138,9 +138,11 @@ stop_agent() {
 # json_faults - the faults array from `ctl --json list` (accepts {"faults":[...]} or a bare array) on stdin.
 json_faults() { jq -c 'if type == "array" then . else .faults end'; }
 
-# netns_rtt NETNS DST [COUNT] [INTERVAL] - average ping RTT in ms from NETNS to DST.
+# netns_rtt NETNS DST [COUNT] [INTERVAL] - the minimum ping RTT in ms from NETNS to DST. The minimum, not the mean:
+# netem delays every packet, so the minimum carries the whole delay, while a busy host (TCG sharing two cores with a
+# build) only ever adds to some samples; a mean baseline of 28 ms once failed a +40 ms check on a loaded machine.
 netns_rtt() {
-  ip netns exec "$1" ping -q -n -c "${3:-20}" -i "${4:-0.02}" "$2" | awk -F'/' '/^rtt|^round-trip/ { print $5 }'
+  ip netns exec "$1" ping -q -n -c "${3:-20}" -i "${4:-0.02}" "$2" | awk -F' = ' '/^rtt|^round-trip/ { split($2, a, "/"); print a[1] }'
 }
 
 # tcp_connect_time NETNS DST PORT - the fastest of 5 TCP connects (seconds) from NETNS, in one process so interpreter
