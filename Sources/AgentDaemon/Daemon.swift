@@ -5,6 +5,7 @@ import CShims
 import Faults
 import Foundation
 import Logging
+import Processes
 import ServiceLifecycle
 import SystemdNotify
 import UnixSignals
@@ -365,12 +366,7 @@ public final class StateDirLock: Sendable {
     }
 
     /// The state letter of /proc/PID/stat (R, S, D, T, t, Z, ...), nil when there is no such process.
-    static func processState(_ pid: Int32) -> String? {
-        guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
-            let close = stat.lastIndex(of: ")")
-        else { return nil }
-        return stat[stat.index(after: close)...].split(separator: " ").first.map(String.init)
-    }
+    static func processState(_ pid: Int32) -> String? { ProcFS().process(pid).map { String($0.state) } }
 
     deinit { close(fd) }
 }

@@ -23,6 +23,9 @@ final class HangWatchdogLink: Sendable {
         self.pid = pid
     }
 
+    /// This binary (the watchdog and the reap it execs are this same program).
+    static var executable: String { (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0] }
+
     /// Starts the watchdog process for this agent.
     static func start(stateDir: String, configPath: String?, timeouts: HangTimeouts, logger: Logger) -> HangWatchdogLink? {
         signal(SIGPIPE, SIG_IGN)
@@ -34,7 +37,7 @@ final class HangWatchdogLink: Sendable {
         for fd in fds { _ = fcntl(fd, F_SETFD, FD_CLOEXEC) }
         // The agent never blocks on a watchdog that does not read (stopped, or slow): a lost beat is harmless.
         _ = fcntl(fds[1], F_SETFL, fcntl(fds[1], F_GETFL) | O_NONBLOCK)
-        let exe = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
+        let exe = HangWatchdogLink.executable
         var args = [
             exe, "watchdog", "--agent-pid", "\(getpid())", "--state-dir", stateDir,
             "--silence", "\(timeouts.dueSilence)", "--hang-timeout", "\(timeouts.hang)",
@@ -128,7 +131,7 @@ struct WatchdogCommand: ParsableCommand {
             say("agent \(agentPid) is hung (\(why)); freezing it, reverting every fault from the journal, killing it")
             args += ["--take-over", "--force", "--expect-pid", "\(agentPid)"]
         }
-        let exe = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
+        let exe = HangWatchdogLink.executable
         let cArgs = ([exe] + args).map { strdup($0) } + [nil]
         execv(exe, cArgs)
         say("cannot exec \(exe): \(String(cString: strerror(errno)))")
